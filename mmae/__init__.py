@@ -1,0 +1,20 @@
+"""mmae: multimodal representation learning with autoencoders.
+
+The top-level namespace stays light (no Lightning, Hydra or W&B import) so that a trained
+encoder can be used from code that has none of the training stack.
+"""
+
+from mmae.errors import ConfigError, InputError, MMAEError
+from mmae.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
+from mmae.version import __version__
+
+__all__ = [
+    "AutoencoderOutput",
+    "ConfigError",
+    "InputError",
+    "JointDecoder",
+    "MMAEError",
+    "MultimodalAutoencoder",
+    "MultimodalEncoder",
+    "__version__",
+]

@@ -1,0 +1,61 @@
+"""Where the configs live, and checks Hydra does not make on its own."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from hydra.utils import instantiate
+
+from mmae.errors import ConfigError
+from mmae.modalities.base import Modality
+
+CONFIG_DIR = Path(__file__).parent / "conf"
+
+_GROUP_OVERRIDE = re.compile(r"^[+~]*(?P<group>[\w/]+)(@[\w.]+)?=(?P<value>.+)$")
+
+
+def group_options(group: str) -> list[str]:
+    """The config names available in a config group (e.g. `modality` -> image, vector)."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_group_overrides(overrides: Iterable[str]) -> None:
+    """Reject `group=name` overrides naming a config that does not exist, listing the choices.
+
+    Hydra reports a missing list element (`modality=[image,imagee]`) without the options;
+    this check names the bad value and what is available before anything is composed.
+    """
+    for override in overrides:
+        match = _GROUP_OVERRIDE.match(override)
+        if not match or not (CONFIG_DIR / match["group"]).is_dir():
+            continue
+        group, value = match["group"], match["value"].strip()
+        if value == "null" or "$" in value or "(" in value:
+            continue  # deletion, interpolation or sweep function: Hydra's business
+        available = group_options(group)
+        for name in re.split(r"[\[\],\s]+", value):
+            if name and name not in available:
+                raise ConfigError(
+                    f"unknown {group} '{name}' in override '{override}'; "
+                    f"available: {', '.join(available)}"
+                )
+
+
+def build_modalities(config: Mapping) -> dict[str, Modality]:
+    """Instantiate the `modality` config node: one `Modality` per name."""
+    if not config:
+        raise ConfigError(f"no modality configured; choose from {', '.join(group_options('modality'))}"
+                          " (e.g. modality=[image,vector])")
+    modalities = {}
+    for name, spec in config.items():
+        if "_target_" not in spec:
+            raise ConfigError(f"modality '{name}' has no _target_; known modality configs: "
+                              f"{', '.join(group_options('modality'))}")
+        modality = instantiate(spec)
+        if not isinstance(modality, Modality):
+            raise ConfigError(f"modality '{name}': _target_ {spec['_target_']} is not a "
+                              "mmae.modalities.Modality")
+        modalities[str(name)] = modality
+    return modalities

@@ -1,0 +1,17 @@
+"""The error types mmae raises on purpose.
+
+Every error a user can cause (bad config, bad tensors, bad data) is one of these, so callers
+can tell "you gave me something wrong" apart from a bug.
+"""
+
+
+class MMAEError(Exception):
+    """Base class of every error mmae raises deliberately."""
+
+
+class ConfigError(MMAEError, ValueError):
+    """A configuration value is invalid or two choices are incompatible."""
+
+
+class InputError(MMAEError, ValueError):
+    """A batch or tensor does not match what the model was built for."""

@@ -1,0 +1,92 @@
+"""The LightningModule: training logic only. It holds a model; it builds no layers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+
+from mmae.corruption import NoCorruption
+from mmae.data.batch import split_batch
+from mmae.metrics import estimate_means, reconstruction_sums
+from mmae.model import MultimodalAutoencoder
+from mmae.objectives import Objective, Step
+from mmae.version import __version__
+
+
+class AutoencoderModule(pl.LightningModule):
+    """Trains a `MultimodalAutoencoder` with a corruption (denoising) and an objective.
+
+    The corruption only changes what the encoder sees; the objective always compares the
+    reconstructions with the clean batch, on every modality present in it.
+
+    Validation logs, per modality, the error from all inputs, from every leave-one-out
+    subset, and of the training-mean baseline (estimated once from the training loader).
+    """
+
+    def __init__(self, model: MultimodalAutoencoder, objective: Objective,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., object] | None = None,
+                 corruption: Callable | None = None, config: dict | None = None,
+                 mean_batches: int = 100):
+        super().__init__()
+        # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
+        self.model = model
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.corruption = corruption or NoCorruption()
+        self.mean_batches = mean_batches
+        self.modality_means: dict[str, torch.Tensor] | None = None
+
+    def _losses(self, batch: dict, train: bool):
+        inputs, present = split_batch(batch, self.model.modalities)
+        seen, seen_present = self.corruption(inputs, present) if train else (inputs, present)
+        output = self.model(seen, seen_present)
+        return self.objective(Step(self.model.modalities, output, inputs, present)), inputs, present
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses, inputs, _ = self._losses(batch, train=True)
+        batch_size = next(iter(inputs.values())).shape[0]
+        self._log_losses("train", losses.logged, batch_size)
+        return losses.total
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        losses, inputs, present = self._losses(batch, train=False)
+        batch_size = next(iter(inputs.values())).shape[0]
+        self._log_losses("val", losses.logged, batch_size)
+        sums = reconstruction_sums(self.model, inputs, present, self.modality_means)
+        for name, (total, count) in sums.items():
+            n = int(count)
+            if n:
+                self.log(f"val/{name}", total / n, batch_size=n, sync_dist=True)
+
+    def _log_losses(self, stage: str, logged: dict[str, torch.Tensor], batch_size: int) -> None:
+        sync = stage != "train"  # epoch-level validation metrics are reduced across ranks
+        for name, value in logged.items():
+            self.log(f"{stage}/{name}", value, batch_size=batch_size, prog_bar=name == "loss",
+                     sync_dist=sync)
+
+    def on_validation_start(self) -> None:
+        if self.modality_means is None:
+            self.modality_means = self._training_means()
+
+    def _training_means(self) -> dict[str, torch.Tensor] | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return None
+        means = estimate_means(datamodule.train_dataloader(), self.model.modalities, self.mean_batches)
+        return {n: m.to(self.device) for n, m in means.items()}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mmae_version"] = __version__

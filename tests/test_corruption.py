@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from mmae.corruption import ModalityDropout, NoCorruption
+from mmae.errors import ConfigError
+
+
+def _present(n: int, *columns: list[bool]) -> dict[str, torch.Tensor]:
+    return {f"m{i}": torch.tensor(c * n) for i, c in enumerate(columns)}
+
+
+def _inputs(present):
+    return {name: torch.randn(len(mask), 3) for name, mask in present.items()}
+
+
+def test_never_drops_every_modality_and_only_drops_present_ones():
+    present = _present(2000, [True, True, False, True], [True, False, True, True],
+                       [False, True, True, True])
+    _, kept = ModalityDropout(p=0.9)(_inputs(present), present)
+    kept_matrix = torch.stack(list(kept.values()), dim=1)
+    present_matrix = torch.stack(list(present.values()), dim=1)
+    assert kept_matrix.any(dim=1).all()
+    assert not (kept_matrix & ~present_matrix).any()
+
+
+def test_p_one_keeps_exactly_one_present_modality():
+    present = _present(500, [True, True], [True, False], [True, True])
+    _, kept = ModalityDropout(p=1.0)(_inputs(present), present)
+    assert torch.stack(list(kept.values()), dim=1).sum(dim=1).eq(1).all()
+    # The one kept is chosen uniformly among the present ones.
+    both = present["m0"] & present["m2"]
+    share = kept["m0"][both].float().mean().item()
+    assert 0.42 < share < 0.58
+
+
+def test_a_sole_modality_is_never_dropped():
+    present = _present(1000, [True], [False])
+    _, kept = ModalityDropout(p=0.99)(_inputs(present), present)
+    assert kept["m0"].all() and not kept["m1"].any()
+
+
+def test_drop_rate_matches_closed_form():
+    # With two present modalities, m is dropped when drawn (p) unless both were drawn and m
+    # was the one rescued (p^2 / 2): P(drop) = p - p^2 / 2.
+    p = 0.3
+    present = _present(200_000, [True], [True])
+    _, kept = ModalityDropout(p=p)(_inputs(present), present)
+    dropped = 1 - kept["m0"].float().mean().item()
+    assert dropped == pytest.approx(p - p * p / 2, abs=0.005)
+
+
+def test_p_zero_and_no_corruption_change_nothing():
+    present = _present(10, [True, False], [True, True])
+    inputs = _inputs(present)
+    for corruption in (ModalityDropout(p=0.0), NoCorruption()):
+        seen, kept = corruption(inputs, present)
+        assert all(torch.equal(kept[n], present[n]) for n in present)
+        assert all(seen[n] is inputs[n] for n in inputs)
+
+
+def test_seeded_generator_makes_dropout_reproducible():
+    present = _present(64, [True], [True], [True])
+    draws = [ModalityDropout(0.5)(_inputs(present), present, torch.Generator().manual_seed(3))[1]
+             for _ in range(2)]
+    assert all(torch.equal(draws[0][n], draws[1][n]) for n in present)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_invalid_probability_is_rejected(p):
+    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\], got"):
+        ModalityDropout(p=p)

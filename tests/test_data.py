@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from mmae.data import SyntheticMultimodal, split_batch
+from mmae.data.datamodule import MultimodalDataModule
+from mmae.errors import ConfigError, InputError
+from mmae.modalities import ImageModality, VectorModality
+from mmae.modalities.base import Modality
+
+
+def _dataset(split="train", **kwargs):
+    modalities = {"image": ImageModality(size=16, hidden_channels=[8]), "vector": VectorModality(dim=12)}
+    return SyntheticMultimodal(modalities, split=split, **{"num_samples": 2000, **kwargs})
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b, c = _dataset(seed=1), _dataset(seed=1), _dataset(seed=2)
+    assert torch.equal(a.views["image"], b.views["image"]) and torch.equal(a.labels, b.labels)
+    assert not torch.equal(a.views["vector"], c.views["vector"])
+
+
+def test_splits_partition_the_pool_and_share_no_sample():
+    splits = {s: _dataset(split=s) for s in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [1600, 200, 200]
+    indices = torch.cat([d.indices for d in splits.values()])
+    assert torch.equal(indices.sort().values, torch.arange(2000))
+
+
+def test_samples_have_labels_shapes_and_never_all_modalities_missing():
+    data = _dataset(missing_rate=0.4)
+    assert data.labels.unique().numel() == 10
+    sample = data[0]
+    assert sample["image"].shape == (1, 16, 16) and sample["vector"].shape == (12,)
+    present = torch.stack([data.present["image"], data.present["vector"]], dim=1)
+    assert present.any(dim=1).all()
+    assert 0.3 < (~data.present["image"]).float().mean().item() < 0.45
+    assert data.views["image"][~data.present["image"]].abs().sum() == 0  # zero-filled
+
+
+def test_views_share_the_class_signal():
+    # Class-mean images differ between classes far more than the noise level.
+    data = _dataset(missing_rate=0.0, noise=0.05)
+    means = torch.stack([data.views["image"][data.labels == k].mean(0) for k in range(10)])
+    assert (means[0] - means[1]).pow(2).mean().sqrt() > 0.1
+
+
+def test_unrenderable_kind_and_bad_arguments_are_rejected():
+    class Text(Modality):
+        kind = "text"
+
+        def build_encoder(self, embed_dim):
+            raise NotImplementedError
+
+        def build_decoder(self, hidden_dim):
+            raise NotImplementedError
+
+    with pytest.raises(ConfigError, match=r"cannot render modality 'caption' of kind 'text'; "
+                                          r"it renders kinds \['image', 'vector'\]"):
+        SyntheticMultimodal({"caption": Text((4,))})
+    with pytest.raises(ConfigError, match="split must be one of"):
+        _dataset(split="training")
+    with pytest.raises(ConfigError, match="missing_rate must be in"):
+        _dataset(missing_rate=1.0)
+
+
+def test_datamodule_batches_carry_masks_and_split_batch_checks_them(small_modalities):
+    dm = MultimodalDataModule(
+        lambda split, modalities: SyntheticMultimodal(modalities, split=split, num_samples=100),
+        small_modalities, batch_size=16)
+    batch = next(iter(dm.train_dataloader()))
+    inputs, present = split_batch(batch, ["image", "vector"])
+    assert inputs["image"].shape == (16, 1, 8, 8)
+    assert present["vector"].dtype == torch.bool and present["vector"].shape == (16,)
+    assert batch["label"].shape == (16,)
+    with pytest.raises(InputError, match=r"batch lacks modalities \['audio'\]"):
+        split_batch(batch, ["image", "audio"])
+    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+        MultimodalDataModule(lambda **_: None, small_modalities, batch_size=0)
