@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from mmae.errors import ConfigError
+from mmae.errors import ConfigError, MMAEError
 from mmae.modalities.base import Modality
 
 CONFIG_DIR = Path(__file__).parent / "conf"
@@ -43,6 +45,19 @@ def check_group_overrides(overrides: Iterable[str]) -> None:
                 )
 
 
+def build(node: Any, **kwargs: Any) -> Any:
+    """`instantiate`, but an mmae config error surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, MMAEError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from error
+
+
 def build_modalities(config: Mapping) -> dict[str, Modality]:
     """Instantiate the `modality` config node: one `Modality` per name."""
     if not config:
@@ -53,7 +68,7 @@ def build_modalities(config: Mapping) -> dict[str, Modality]:
         if "_target_" not in spec:
             raise ConfigError(f"modality '{name}' has no _target_; known modality configs: "
                               f"{', '.join(group_options('modality'))}")
-        modality = instantiate(spec)
+        modality = build(spec)
         if not isinstance(modality, Modality):
             raise ConfigError(f"modality '{name}': _target_ {spec['_target_']} is not a "
                               "mmae.modalities.Modality")

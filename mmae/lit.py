@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -11,8 +13,21 @@ from mmae.corruption import NoCorruption
 from mmae.data.batch import split_batch
 from mmae.metrics import estimate_means, reconstruction_sums
 from mmae.model import MultimodalAutoencoder
-from mmae.objectives import Objective, Step
+from mmae.objectives import Objective, ReconstructionLoss, Step
 from mmae.version import __version__
+
+
+def _warn_if_unregularized_overcomplete(model: MultimodalAutoencoder, objective: Objective,
+                                        corruption: Callable | None) -> None:
+    """An overcomplete code with nothing but reconstruction can learn the identity."""
+    smallest = min(math.prod(m.shape) for m in model.modalities.values())
+    plain = all(isinstance(t, ReconstructionLoss) for t in objective.terms.values())
+    uncorrupted = corruption is None or isinstance(corruption, NoCorruption)
+    if model.latent_dim >= smallest and not model.variational and plain and uncorrupted:
+        warnings.warn(
+            f"overcomplete code (latent_dim={model.latent_dim} >= {smallest} input elements) with "
+            "no regularizer: it can copy its input; add a sparsity or contractive term, or a "
+            "corruption", UserWarning, stacklevel=3)
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -33,6 +48,8 @@ class AutoencoderModule(pl.LightningModule):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
+        objective.check(model)
+        _warn_if_unregularized_overcomplete(model, objective, corruption)
         self.model = model
         self.objective = objective
         self.optimizer_factory = optimizer
@@ -44,8 +61,12 @@ class AutoencoderModule(pl.LightningModule):
     def _losses(self, batch: dict, train: bool):
         inputs, present = split_batch(batch, self.model.modalities)
         seen, seen_present = self.corruption(inputs, present) if train else (inputs, present)
+        if train and self.objective.needs_input_grad:
+            seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
         output = self.model(seen, seen_present)
-        return self.objective(Step(self.model.modalities, output, inputs, present)), inputs, present
+        step = Step(self.model.modalities, output, inputs, present, inputs=seen,
+                    global_step=self.global_step if train else None)
+        return self.objective(step, with_input_grad=train), inputs, present
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses, inputs, _ = self._losses(batch, train=True)

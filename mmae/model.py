@@ -14,17 +14,36 @@ from torch import Tensor, nn
 
 from mmae.errors import ConfigError, InputError
 from mmae.fusion import Fusion
+from mmae.gaussian import Posterior
 from mmae.modalities.base import Modality, mlp
 
 FusionFactory = Callable[[Sequence[str], int, int], Fusion]
+LATENT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+
+
+@dataclass
+class Encoding:
+    """The encoder's result: the deterministic code (the posterior mean for a VAE) and, for a
+    variational encoder, the posterior it came from."""
+
+    code: Tensor
+    posterior: Posterior | None = None
 
 
 @dataclass
 class AutoencoderOutput:
-    """What a forward pass returns: the shared code and a reconstruction of every modality."""
+    """What a forward pass returns.
+
+    `latent` is what the decoder consumed: a reparameterised posterior sample while training
+    a VAE, else the code. `code` is the deterministic representation (used by sparsity and
+    contractive penalties, and as features).
+    """
 
     latent: Tensor
     reconstructions: dict[str, Tensor]
+    code: Tensor
+    posterior: Posterior | None = None
 
 
 def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None,
@@ -81,25 +100,54 @@ def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
 
 
 class MultimodalEncoder(nn.Module):
-    """Per-modality encoders plus a fusion: any non-empty subset of modalities -> latent code."""
+    """Per-modality encoders plus a fusion: any non-empty subset of modalities -> latent code.
+
+    Variational encoders produce a Gaussian posterior: directly from an expert fusion (poe,
+    moe, mopoe), or through a Gaussian head on the code of a deterministic fusion.
+    """
 
     def __init__(self, modalities: Mapping[str, Modality], fusion: FusionFactory,
-                 embed_dim: int, latent_dim: int):
+                 embed_dim: int, latent_dim: int, variational: bool = False,
+                 latent_activation: str | None = None):
         super().__init__()
         if not modalities:
             raise ConfigError("MultimodalEncoder: at least one modality is required")
         self.modalities = dict(modalities)
         self.latent_dim = latent_dim
+        self.variational = variational
         self.encoders = nn.ModuleDict({n: m.build_encoder(embed_dim) for n, m in modalities.items()})
         self.fusion = fusion(list(modalities), embed_dim, latent_dim)
+        if self.fusion.variational and not variational:
+            raise ConfigError(
+                f"fusion {type(self.fusion).__name__} is variational: it needs model=vae; "
+                "a deterministic model (model=ae) takes fusion=mean, concat or attention"
+            )
+        self.posterior_head = (nn.Linear(latent_dim, 2 * latent_dim)
+                               if variational and not self.fusion.variational else None)
+        if latent_activation is not None and latent_activation not in LATENT_ACTIVATIONS:
+            raise ConfigError(f"latent_activation must be null or one of {sorted(LATENT_ACTIVATIONS)}, "
+                              f"got '{latent_activation}'")
+        if latent_activation is not None and variational:
+            raise ConfigError("latent_activation shapes a deterministic code; model=vae has a Gaussian "
+                              "code: set model.latent_activation=null")
+        self.latent_activation = latent_activation
 
     def forward(self, inputs: Mapping[str, Tensor],
-                present: Mapping[str, Tensor] | None = None) -> Tensor:
+                present: Mapping[str, Tensor] | None = None) -> Encoding:
         masks = _presence(inputs, present, self.modalities)
         embeddings = {
             name: self.encoders[name](zero_missing(x, masks[name])) for name, x in inputs.items()
         }
-        return self.fusion(embeddings, masks)
+        fused = self.fusion(embeddings, masks)
+        if isinstance(fused, Posterior):
+            return Encoding(fused.mu, fused)
+        if self.posterior_head is not None:
+            mu, logvar = self.posterior_head(fused).chunk(2, dim=-1)
+            posterior = Posterior.gaussian(mu, logvar.clamp(-10.0, 10.0))
+            return Encoding(mu, posterior)
+        if self.latent_activation is not None:
+            fused = LATENT_ACTIVATIONS[self.latent_activation](fused)
+        return Encoding(fused)
 
 
 class JointDecoder(nn.Module):
@@ -118,11 +166,14 @@ class JointDecoder(nn.Module):
 class MultimodalAutoencoder(nn.Module):
     """Encoder (per-modality encoders + fusion) and joint decoder reconstructing every modality.
 
-    Undercomplete by default: `latent_dim` is meant to be smaller than the inputs.
+    Undercomplete by default (`latent_dim` smaller than the inputs). `variational=True` makes
+    it a multimodal VAE: the encoder yields a Gaussian posterior, training decodes a
+    reparameterised sample, evaluation decodes the posterior mean.
     """
 
     def __init__(self, modalities: Mapping[str, Modality], fusion: FusionFactory,
-                 latent_dim: int = 16, embed_dim: int = 128, decoder_hidden: int = 256):
+                 latent_dim: int = 16, embed_dim: int = 128, decoder_hidden: int = 256,
+                 variational: bool = False, latent_activation: str | None = None):
         super().__init__()
         if latent_dim <= 0 or embed_dim <= 0 or decoder_hidden <= 0:
             raise ConfigError(
@@ -130,10 +181,34 @@ class MultimodalAutoencoder(nn.Module):
                 f"got {latent_dim}, {embed_dim}, {decoder_hidden}"
             )
         self.modalities = dict(modalities)
-        self.encoder = MultimodalEncoder(modalities, fusion, embed_dim, latent_dim)
+        self.latent_dim = latent_dim
+        self.encoder = MultimodalEncoder(modalities, fusion, embed_dim, latent_dim, variational,
+                                         latent_activation)
         self.decoder = JointDecoder(modalities, latent_dim, decoder_hidden)
 
-    def forward(self, inputs: Mapping[str, Tensor],
-                present: Mapping[str, Tensor] | None = None) -> AutoencoderOutput:
-        latent = self.encoder(inputs, present)
-        return AutoencoderOutput(latent=latent, reconstructions=self.decoder(latent))
+    @property
+    def variational(self) -> bool:
+        return self.encoder.variational
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                sample: bool | None = None) -> AutoencoderOutput:
+        """Encode any non-empty subset of modalities and decode all of them.
+
+        `sample` (VAE only) decodes a posterior sample rather than the mean; it defaults to
+        sampling in training mode only. Decoding a subset's posterior is cross-modal generation.
+        """
+        encoding = self.encoder(inputs, present)
+        posterior = encoding.posterior
+        draw = self.training if sample is None else sample
+        latent = posterior.sample() if posterior is not None and draw else encoding.code
+        return AutoencoderOutput(latent, self.decoder(latent), encoding.code, posterior)
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """New multimodal samples decoded from the prior N(0, I) (variational models only)."""
+        if not self.variational:
+            raise ConfigError("generate() samples the prior of a VAE; this model is deterministic "
+                              "(use model=vae)")
+        device = next(self.parameters()).device
+        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
+        return self.decoder(z)

@@ -14,18 +14,17 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mmae.config import CONFIG_DIR, build_modalities, check_group_overrides
+from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides
 from mmae.errors import MMAEError
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
 from mmae.version import __version__
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
-    return [instantiate(node) for node in (group or {}).values() if node is not None]
+def _build_all(group: DictConfig | None) -> list:
+    return [build(node) for node in (group or {}).values() if node is not None]
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -34,20 +33,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
 
     modalities = build_modalities(cfg.modality)
-    datamodule = instantiate(cfg.data, _partial_=True)(modalities=modalities)
-    model = instantiate(cfg.model, _partial_=True)(modalities=modalities,
-                                                   fusion=instantiate(cfg.fusion))
+    datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
+    model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
     module = AutoencoderModule(
         model=model,
-        objective=instantiate(cfg.objective),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        corruption=instantiate(cfg.corruption),
+        objective=build(cfg.objective),
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
+        corruption=build(cfg.corruption),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")),
-                                      logger=loggers or False)
+    loggers = _build_all(cfg.get("logger"))
+    trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
+                                logger=loggers or False)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)

@@ -46,7 +46,7 @@ def test_unknown_modality_is_named_with_the_available_ones():
         check_group_overrides(["fusion=sum"])
     check_group_overrides(["modality=[image,vector]", "fusion=concat", "experiment=null",
                            "model.latent_dim=8", "trainer.max_epochs=1"])
-    assert group_options("fusion") == ["concat", "mean"]
+    assert group_options("fusion") == ["attention", "concat", "mean", "moe", "mopoe", "poe"]
 
 
 def test_cli_reports_an_unknown_modality_before_training(tmp_path):

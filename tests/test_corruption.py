@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from mmae.corruption import ModalityDropout, NoCorruption
+from mmae.corruption import (
+    Compose,
+    GaussianNoise,
+    MaskingNoise,
+    ModalityDropout,
+    NoCorruption,
+    SaltAndPepper,
+)
 from mmae.errors import ConfigError
 
 
@@ -69,3 +76,56 @@ def test_seeded_generator_makes_dropout_reproducible():
 def test_invalid_probability_is_rejected(p):
     with pytest.raises(ConfigError, match=r"p must be in \[0, 1\], got"):
         ModalityDropout(p=p)
+
+
+def _clean(n: int = 20_000):
+    inputs = {"image": torch.rand(n, 1, 4, 4), "vector": torch.rand(n, 3)}
+    present = {name: torch.ones(n, dtype=torch.bool) for name in inputs}
+    return inputs, present
+
+
+def test_gaussian_noise_has_the_configured_sigma_and_respects_the_modality_list():
+    inputs, present = _clean()
+    noisy, kept = GaussianNoise(sigma=0.2, modalities=["image"])(inputs, present)
+    assert (noisy["image"] - inputs["image"]).std().item() == pytest.approx(0.2, rel=0.02)
+    assert noisy["vector"] is inputs["vector"]
+    assert all(torch.equal(kept[n], present[n]) for n in present)
+
+
+def test_masking_noise_zeroes_the_configured_fraction():
+    inputs, present = _clean()
+    noisy, _ = MaskingNoise(fraction=0.25)(inputs, present)
+    zeroed = (noisy["vector"] == 0) & (inputs["vector"] != 0)
+    assert zeroed.float().mean().item() == pytest.approx(0.25, abs=0.01)
+    untouched = noisy["vector"] != 0
+    assert torch.equal(noisy["vector"][untouched], inputs["vector"][untouched])
+
+
+def test_salt_and_pepper_sets_the_fraction_to_each_samples_extremes():
+    inputs, present = _clean()
+    noisy, _ = SaltAndPepper(fraction=0.1)(inputs, present)
+    x, y = inputs["image"].flatten(1), noisy["image"].flatten(1)
+    changed = x != y
+    assert changed.float().mean().item() == pytest.approx(0.1, abs=0.01)  # minus rare no-op hits
+    low, high = x.amin(1, keepdim=True).expand_as(x), x.amax(1, keepdim=True).expand_as(x)
+    assert ((y[changed] == low[changed]) | (y[changed] == high[changed])).all()
+    fixed, _ = SaltAndPepper(fraction=1.0, low=-1.0, high=2.0)(inputs, present)
+    assert set(fixed["vector"].unique().tolist()) == {-1.0, 2.0}
+
+
+def test_compose_applies_dropout_then_noise():
+    inputs, present = _clean(1000)
+    noisy, kept = Compose(dropout=ModalityDropout(p=1.0), noise=GaussianNoise(sigma=0.5))(inputs, present)
+    assert torch.stack(list(kept.values()), 1).sum(1).eq(1).all()
+    assert not torch.equal(noisy["image"], inputs["image"])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: GaussianNoise(sigma=-1), "sigma must be >= 0"),
+    (lambda: MaskingNoise(fraction=2), r"fraction must be in \[0, 1\]"),
+    (lambda: SaltAndPepper(fraction=0.1, low=1, high=0), r"low \(1\) must not exceed high \(0\)"),
+    (lambda: Compose(), "at least one corruption"),
+])
+def test_bad_corruption_settings_are_rejected(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()

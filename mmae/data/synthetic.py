@@ -22,32 +22,47 @@ from mmae.modalities.base import Modality
 SPLITS = ("train", "val", "test")
 
 
+def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+    """Shift each image by (dx, dy) (fractions of its width/height), wrapping around."""
+    n = images.shape[0]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * dx, 2 * dy
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def _render_image(shape: tuple[int, ...], labels: Tensor, factors: Tensor, private: Tensor,
                   num_classes: int, g: torch.Generator) -> Tensor:
-    """Class texture scaled by one factor, a Gaussian blob placed and sized by three more,
-    and a private brightness gradient."""
+    """The class texture, translated by two shared factors (so the class is not linearly
+    readable from pixels) and scaled by a third, plus a Gaussian blob placed by a fourth and
+    a private brightness gradient."""
     channels, height, width = shape
-    coarse = torch.randn(num_classes, channels, 4, 4, generator=g)
+    coarse = torch.randn(num_classes, channels, 7, 7, generator=g)
     textures = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
     textures = textures / textures.abs().amax(dim=(1, 2, 3), keepdim=True)
-    f = lambda i: factors[:, i % factors.shape[1]].view(-1, 1, 1, 1)  # noqa: E731
+    f = lambda i: factors[:, i % factors.shape[1]]  # noqa: E731
     ys = torch.linspace(0, 1, height).view(1, 1, -1, 1)
     xs = torch.linspace(0, 1, width).view(1, 1, 1, -1)
-    sigma = 0.12 + 0.05 * f(2)
-    blob = torch.exp(-((xs - 0.5 - 0.3 * f(0)) ** 2 + (ys - 0.5 - 0.3 * f(1)) ** 2) / (2 * sigma**2))
+    texture = _translate(textures[labels], 0.25 * f(0), 0.25 * f(1))
+    scale = (1.0 + 0.5 * f(2)).view(-1, 1, 1, 1)
+    center = (0.5 + 0.3 * f(3)).view(-1, 1, 1, 1)
+    blob = torch.exp(-((xs - center) ** 2 + (ys - 0.5) ** 2) / (2 * 0.12**2))
     tint = torch.rand(channels, generator=g).view(1, -1, 1, 1) * 0.5 + 0.5
     gradient = 0.3 * private[:, :1].view(-1, 1, 1, 1) * (xs - 0.5)
-    return 0.5 * textures[labels] * (1.0 + 0.5 * f(3)) + tint * blob + gradient
+    return 0.5 * texture * scale + tint * blob + gradient
 
 
 def _render_vector(shape: tuple[int, ...], labels: Tensor, factors: Tensor, private: Tensor,
                    num_classes: int, g: torch.Generator) -> Tensor:
-    """A random nonlinear mixing of a class embedding, the shared and the private factors."""
+    """A random two-layer network of the class, the shared and the private factors: the
+    class interacts with the factors, so it is not linearly readable from the vector."""
     (dim,) = shape
-    class_embedding = torch.randn(num_classes, dim, generator=g)
-    mixing = torch.randn(factors.shape[1], dim, generator=g)
-    private_mixing = torch.randn(private.shape[1], dim, generator=g) * 0.5
-    return torch.tanh(0.8 * class_embedding[labels] + factors @ mixing + private @ private_mixing)
+    hidden = 4 * dim
+    inputs = torch.cat([0.5 * F.one_hot(labels, num_classes).float(), factors, 0.5 * private], dim=1)
+    first = torch.randn(inputs.shape[1], hidden, generator=g)
+    second = torch.randn(hidden, dim, generator=g) / hidden**0.5
+    return torch.tanh(torch.relu(inputs @ first) @ second)
 
 
 RENDERERS: dict[str, Callable[..., Tensor]] = {"image": _render_image, "vector": _render_vector}
