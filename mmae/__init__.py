@@ -4,17 +4,20 @@ The top-level namespace stays light (no Lightning, Hydra or W&B import) so that 
 encoder can be used from code that has none of the training stack.
 """
 
-from mmae.errors import ConfigError, InputError, MMAEError
+from mmae.errors import ConfigError, DataError, InputError, MMAEError
+from mmae.export import load_encoder
 from mmae.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
 from mmae.version import __version__
 
 __all__ = [
     "AutoencoderOutput",
     "ConfigError",
+    "DataError",
     "InputError",
     "JointDecoder",
     "MMAEError",
     "MultimodalAutoencoder",
     "MultimodalEncoder",
     "__version__",
+    "load_encoder",
 ]

@@ -18,6 +18,16 @@ CONFIG_DIR = Path(__file__).parent / "conf"
 _GROUP_OVERRIDE = re.compile(r"^[+~]*(?P<group>[\w/]+)(@[\w.]+)?=(?P<value>.+)$")
 
 
+def compose_config(name: str, overrides: list[str]):
+    """Compose `conf/<name>.yaml` with command-line overrides, outside `hydra.main` (for the
+    command-line tools that need no run directory)."""
+    from hydra import compose, initialize_config_dir
+
+    check_group_overrides(overrides)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
 def group_options(group: str) -> list[str]:
     """The config names available in a config group (e.g. `modality` -> image, vector)."""
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))

@@ -15,3 +15,10 @@ class ConfigError(MMAEError, ValueError):
 
 class InputError(MMAEError, ValueError):
     """A batch or tensor does not match what the model was built for."""
+
+
+class DataError(MMAEError, ValueError):
+    """A data file or manifest cell is missing, corrupt or does not match its modality.
+
+    The message names the manifest, the row and the column, so the user can find the cell.
+    """

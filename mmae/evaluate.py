@@ -3,36 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mmae.data.batch import split_batch
+from mmae.errors import ConfigError, DataError, MMAEError
+from mmae.export import FrozenEncoder
+from mmae.metrics import estimate_baselines, reconstruction_sums
 from mmae.model import MultimodalAutoencoder
 
 
-@torch.no_grad()
-def encode_batches(model: MultimodalAutoencoder, batches: Iterable[dict],
-                   modalities: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
-    """Deterministic codes (posterior means for VAEs) and labels of every batch, in order.
+@dataclass
+class Features:
+    """Codes of a dataset split, with each sample's label (-1 if none) and manifest/pool id."""
 
-    `modalities` restricts the encoder's input to a subset; samples with none of them present
-    are skipped.
+    codes: Tensor
+    labels: Tensor
+    ids: Tensor
+
+
+def _code_fn(encoder: MultimodalAutoencoder | FrozenEncoder):
+    if isinstance(encoder, MultimodalAutoencoder):
+        return lambda raw, present: encoder.encoder(encoder.encoder.preprocess(raw), present).code
+    return lambda raw, present: encoder(raw, present)
+
+
+@torch.no_grad()
+def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iterable[dict | None],
+                   modalities: Sequence[str] | None = None, progress: bool = False) -> Features:
+    """Deterministic codes (posterior means for VAEs) of every batch, in order.
+
+    `encoder` is a trained model or a loaded export. `modalities` restricts the input to a
+    subset; samples with none of them present are left out.
     """
-    was_training = model.training
-    model.eval()
-    names = list(modalities or model.modalities)
-    codes, labels = [], []
-    for batch in batches:
-        inputs, present = split_batch(batch, names)
+    was_training = encoder.training
+    encoder.eval()
+    code_of = _code_fn(encoder)
+    names = list(modalities or encoder.modalities)
+    codes, labels, ids = [], [], []
+    for batch in tqdm(batches, desc="encoding", disable=not progress):
+        if batch is None:
+            continue
+        raw, present = split_batch(batch, names)
         keep = torch.stack(list(present.values()), dim=1).any(dim=1)
-        inputs = {n: x[keep] for n, x in inputs.items()}
-        present = {n: p[keep] for n, p in present.items()}
         if keep.any():
-            codes.append(model.encoder(inputs, present).code)
+            codes.append(code_of({n: x[keep] for n, x in raw.items()},
+                                 {n: p[keep] for n, p in present.items()}))
             labels.append(batch["label"][keep])
-    model.train(was_training)
-    return torch.cat(codes), torch.cat(labels)
+            ids.append(batch["index"][keep])
+    encoder.train(was_training)
+    if not codes:
+        raise DataError(f"no sample has any of the modalities {names}")
+    return Features(torch.cat(codes), torch.cat(labels), torch.cat(ids))
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
@@ -70,3 +96,141 @@ def hoyer_sparsity(codes: Tensor) -> float:
         return 0.0
     ratio = codes.abs().sum(1) / codes.norm(dim=1).clamp_min(1e-12)
     return ((n**0.5 - ratio) / (n**0.5 - 1)).clamp(0.0, 1.0).mean().item()
+
+
+@torch.no_grad()
+def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
+                   max_samples: int = 20_000) -> tuple[Tensor, Tensor]:
+    """The preprocessed inputs of every modality, flattened side by side (zeros where a
+    modality is missing), with the labels: what a baseline without learning gets to see."""
+    rows, labels, seen = [], [], 0
+    for batch in batches:
+        if batch is None:
+            continue
+        raw, present = split_batch(batch, encoder.modalities)
+        features = encoder.encoder.preprocess(raw)
+        rows.append(torch.cat([features[n].float().flatten(1) * present[n].unsqueeze(1)
+                               for n in encoder.modalities], dim=1))
+        labels.append(batch["label"])
+        seen += len(batch["label"])
+        if seen >= max_samples:
+            break
+    return torch.cat(rows), torch.cat(labels)
+
+
+def pca(train_x: Tensor, test_x: Tensor, components: int) -> tuple[Tensor, Tensor]:
+    """Project both sets on the top principal components of the training set."""
+    mean = train_x.mean(0)
+    _, _, basis = torch.pca_lowrank(train_x - mean, q=min(components, *train_x.shape), center=False)
+    return (train_x - mean) @ basis, (test_x - mean) @ basis
+
+
+def _probe(train: Features, test: Features) -> float | None:
+    keep_train, keep_test = train.labels >= 0, test.labels >= 0
+    if not keep_train.any() or not keep_test.any():
+        return None
+    return linear_probe(train.codes[keep_train], train.labels[keep_train], test.codes[keep_test],
+                        test.labels[keep_test])
+
+
+@torch.no_grad()
+def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, test_batches: Iterable,
+                      ) -> dict[str, dict[str, float]]:
+    """Per modality on the test split: reconstruction error from all inputs, from the other
+    modalities alone, and of the training-mean baseline."""
+    model.eval()
+    baselines = estimate_baselines(model, train_batches)
+    totals: dict[str, list[float]] = {}
+    for batch in test_batches:
+        if batch is None:
+            continue
+        raw, present = split_batch(batch, model.modalities)
+        sums = reconstruction_sums(model, model.encoder.preprocess(raw), present, baselines)
+        for key, (total, count) in sums.items():
+            entry = totals.setdefault(key, [0.0, 0])
+            entry[0] += float(total)
+            entry[1] += int(count)
+    mean = {k: t / c for k, (t, c) in totals.items() if c}
+    return {name: {"from_all": mean.get(f"{name}/recon_all"),
+                   "from_others": mean.get(f"{name}/recon_without_{name}"),
+                   "baseline_mean": mean.get(f"{name}/baseline_mean")} for name in model.modalities}
+
+
+def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None) -> dict:
+    """Linear probes (train split -> test split) of the codes from all modalities and from each
+    one alone, against PCA of the inputs with as many components as the code; cross-modal
+    imputation errors when the full `model` is given."""
+    train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
+    probes = {"all modalities": _probe(encode_batches(encoder, train_loader),
+                                       encode_batches(encoder, test_loader))}
+    for name in encoder.modalities:
+        probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
+                                        encode_batches(encoder, test_loader, [name]))
+    train_x, train_y = input_features(encoder, train_loader)
+    test_x, test_y = input_features(encoder, test_loader)
+    train_pca, test_pca = pca(train_x, test_x, encoder.latent_dim)
+    probes[f"PCA-{encoder.latent_dim} of the inputs"] = _probe(
+        Features(train_pca, train_y, train_y), Features(test_pca, test_y, test_y))
+    results = {"linear_probe_accuracy": probes}
+    if model is not None:
+        results["imputation"] = imputation_errors(model, train_loader, test_loader)
+    return results
+
+
+def format_results(results: dict) -> str:
+    lines = [f"{'linear probe (test accuracy)':<36}{'':>8}"]
+    for name, accuracy in results["linear_probe_accuracy"].items():
+        lines.append(f"  {name:<34}{'-' if accuracy is None else f'{accuracy:.1%}':>8}")
+    if "imputation" in results:
+        lines.append(f"{'imputation (test error)':<16}{'from all':>12}{'from others':>14}"
+                     f"{'mean baseline':>15}")
+        for name, row in results["imputation"].items():
+            cells = "".join("-".rjust(w) if row[k] is None else f"{row[k]:>{w}.4f}"
+                            for k, w in (("from_all", 12), ("from_others", 14), ("baseline_mean", 15)))
+            lines.append(f"  {name:<14}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`mmae-eval run=DIR [data=... data.path=...] [output=FILE]`: probes and imputation.
+
+    `run=DIR` is an mmae-train output directory: its encoder/, checkpoints/best.ckpt and, unless
+    data is overridden, the data of its config.yaml. Or give `encoder=DIR` (probes only) and
+    optionally `checkpoint=FILE` (imputation).
+    """
+    import json
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from mmae.config import build, compose_config
+    from mmae.export import load_checkpoint_model, load_encoder
+    from mmae.io import write_text_atomic
+
+    overrides = sys.argv[1:] if argv is None else argv
+    cfg = compose_config("evaluate", overrides)
+    run = Path(cfg.run) if cfg.run else None
+    if run and (run / "config.yaml").is_file() and not any(o.startswith(("data", "seed")) for o in overrides):
+        trained = OmegaConf.load(run / "config.yaml")  # evaluate on the data the run trained on
+        cfg.data, cfg.seed = trained.data, trained.seed
+    encoder_dir = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
+        run / "checkpoints" / "best.ckpt" if run else None)
+    try:
+        if encoder_dir is None:
+            raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
+        encoder = load_encoder(encoder_dir)
+        model = load_checkpoint_model(checkpoint) if checkpoint else None
+        datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
+        results = evaluate(encoder, datamodule, model)
+    except MMAEError as error:
+        sys.exit(f"mmae-eval: {error}")
+    print(format_results(results))
+    output = Path(cfg.output) if cfg.output else (run / "eval.json" if run else None)
+    if output is not None:
+        write_text_atomic(output, json.dumps(results, indent=2))
+        print(f"mmae-eval: results in {output}")
+
+
+if __name__ == "__main__":
+    main()

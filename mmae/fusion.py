@@ -39,6 +39,10 @@ class Fusion(nn.Module):
         self.embed_dim = embed_dim
         self.latent_dim = latent_dim
 
+    def config(self) -> dict:
+        """Keyword arguments beyond (modalities, embed_dim, latent_dim), for export."""
+        return {}
+
     def forward(self, embeddings: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
@@ -70,6 +74,10 @@ class ConcatFusion(Fusion):
             {m: nn.Parameter(torch.zeros(embed_dim)) for m in modalities}
         )
         self.mlp = mlp([embed_dim * len(modalities), hidden_dim, latent_dim])
+        self.hidden_dim = hidden_dim
+
+    def config(self) -> dict:
+        return {"hidden_dim": self.hidden_dim}
 
     def forward(self, embeddings: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         batch = next(iter(embeddings.values()))
@@ -104,6 +112,10 @@ class AttentionFusion(Fusion):
         self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(embed_dim)
         self.out = nn.Linear(embed_dim, latent_dim)
+        self.options = {"num_heads": num_heads, "num_layers": num_layers, "dropout": dropout}
+
+    def config(self) -> dict:
+        return dict(self.options)
 
     def forward(self, embeddings: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         first = next(iter(embeddings.values()))

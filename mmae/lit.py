@@ -11,7 +11,8 @@ import torch
 
 from mmae.corruption import NoCorruption
 from mmae.data.batch import split_batch
-from mmae.metrics import estimate_means, reconstruction_sums
+from mmae.export import describe
+from mmae.metrics import estimate_baselines, reconstruction_sums
 from mmae.model import MultimodalAutoencoder
 from mmae.objectives import Objective, ReconstructionLoss, Step
 from mmae.version import __version__
@@ -44,7 +45,7 @@ class AutoencoderModule(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., object] | None = None,
                  corruption: Callable | None = None, config: dict | None = None,
-                 mean_batches: int = 100):
+                 baseline_batches: int = 100):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
@@ -55,11 +56,12 @@ class AutoencoderModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.corruption = corruption or NoCorruption()
-        self.mean_batches = mean_batches
-        self.modality_means: dict[str, torch.Tensor] | None = None
+        self.baseline_batches = baseline_batches
+        self.baselines: dict[str, torch.Tensor] | None = None
 
     def _losses(self, batch: dict, train: bool):
-        inputs, present = split_batch(batch, self.model.modalities)
+        raw, present = split_batch(batch, self.model.modalities)
+        inputs = self.model.encoder.preprocess(raw)
         seen, seen_present = self.corruption(inputs, present) if train else (inputs, present)
         if train and self.objective.needs_input_grad:
             seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
@@ -68,17 +70,28 @@ class AutoencoderModule(pl.LightningModule):
                     global_step=self.global_step if train else None)
         return self.objective(step, with_input_grad=train), inputs, present
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def _count_skipped(self, stage: str, batch: dict) -> None:
+        if "skipped" in batch:  # samples a manifest with on_error=skip could not load
+            self.log(f"{stage}/skipped_samples", batch["skipped"].float(), reduce_fx="sum",
+                     on_step=False, on_epoch=True, batch_size=1)
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every sample of the batch was skipped
+            return None
+        self._count_skipped("train", batch)
         losses, inputs, _ = self._losses(batch, train=True)
         batch_size = next(iter(inputs.values())).shape[0]
         self._log_losses("train", losses.logged, batch_size)
         return losses.total
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        self._count_skipped("val", batch)
         losses, inputs, present = self._losses(batch, train=False)
         batch_size = next(iter(inputs.values())).shape[0]
         self._log_losses("val", losses.logged, batch_size)
-        sums = reconstruction_sums(self.model, inputs, present, self.modality_means)
+        sums = reconstruction_sums(self.model, inputs, present, self.baselines)
         for name, (total, count) in sums.items():
             n = int(count)
             if n:
@@ -91,15 +104,10 @@ class AutoencoderModule(pl.LightningModule):
                      sync_dist=sync)
 
     def on_validation_start(self) -> None:
-        if self.modality_means is None:
-            self.modality_means = self._training_means()
-
-    def _training_means(self) -> dict[str, torch.Tensor] | None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return None
-        means = estimate_means(datamodule.train_dataloader(), self.model.modalities, self.mean_batches)
-        return {n: m.to(self.device) for n, m in means.items()}
+        if self.baselines is None and datamodule is not None:
+            self.baselines = estimate_baselines(self.model, datamodule.train_dataloader(),
+                                                self.baseline_batches)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -111,3 +119,4 @@ class AutoencoderModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mmae_version"] = __version__
+        checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
+from mmae.data.batch import split_batch
 from mmae.model import MultimodalAutoencoder
 
 Sums = dict[str, tuple[Tensor, Tensor]]
@@ -21,23 +22,31 @@ def _add(sums: Sums, key: str, per_sample: Tensor, mask: Tensor) -> None:
     sums[key] = (torch.where(mask, per_sample, 0.0).sum(), mask.sum())
 
 
+def _add_all(sums: Sums, name: str, suffix: str, modality, reconstruction: Tensor, target: Tensor,
+             mask: Tensor) -> None:
+    _add(sums, f"{name}/recon_{suffix}", modality.reconstruction_loss(reconstruction, target), mask)
+    for metric, per_sample in modality.metrics(reconstruction, target).items():
+        _add(sums, f"{name}/{metric}_{suffix}", per_sample, mask)
+
+
 @torch.no_grad()
 def reconstruction_sums(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
                         present: Mapping[str, Tensor],
-                        means: Mapping[str, Tensor] | None = None) -> Sums:
-    """Per metric name, the (sum of per-sample errors, number of samples) over one batch.
+                        baselines: Mapping[str, Tensor] | None = None) -> Sums:
+    """Per metric name, the (sum of per-sample values, number of samples) over one batch of
+    features. Returning sums rather than means lets the caller weight batches correctly.
 
-    Returning sums rather than means lets the caller weight batches correctly.
+    `baselines` holds each modality's "training mean" prediction of one sample.
     """
     modalities = model.modalities
     sums: Sums = {}
     output = model(inputs, present)
     for name, modality in modalities.items():
-        per_sample = modality.reconstruction_loss(output.reconstructions[name], inputs[name])
-        _add(sums, f"{name}/recon_all", per_sample, present[name])
-        if means is not None:
-            baseline = means[name].expand_as(inputs[name])
-            _add(sums, f"{name}/baseline_mean", modality.reconstruction_loss(baseline, inputs[name]),
+        _add_all(sums, name, "all", modality, output.reconstructions[name], inputs[name], present[name])
+        if baselines is not None and name in baselines:
+            target = inputs[name]
+            prediction = baselines[name].expand(target.shape[0], *baselines[name].shape)
+            _add(sums, f"{name}/baseline_mean", modality.reconstruction_loss(prediction, target),
                  present[name])
     if len(modalities) < 2:
         return sums
@@ -50,27 +59,33 @@ def reconstruction_sums(model: MultimodalAutoencoder, inputs: Mapping[str, Tenso
         sub_present = {n: reduced[n][rows] for n in sub_inputs}
         recon = model(sub_inputs, sub_present).reconstructions
         for name, modality in modalities.items():
-            per_sample = modality.reconstruction_loss(recon[name], inputs[name][rows])
-            _add(sums, f"{name}/recon_without_{removed}", per_sample, present[name][rows])
+            _add_all(sums, name, f"without_{removed}", modality, recon[name], inputs[name][rows],
+                     present[name][rows])
     return sums
 
 
 @torch.no_grad()
-def estimate_means(batches: Iterable[Mapping], modalities: Iterable[str],
-                   max_batches: int | None = None) -> dict[str, Tensor]:
-    """Element-wise mean of each modality over the samples where it is present."""
-    names = list(modalities)
+def estimate_baselines(model: MultimodalAutoencoder, batches: Iterable[Mapping],
+                       max_batches: int | None = None) -> dict[str, Tensor]:
+    """Each modality's "predict the training mean" reconstruction of one sample, over the
+    samples where it is present (the mean of features for continuous modalities, the
+    category frequencies for discrete ones)."""
+    device = next(model.parameters()).device
     totals: dict[str, Tensor] = {}
-    counts = dict.fromkeys(names, 0)
+    counts = dict.fromkeys(model.modalities, 0)
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        for name in names:
-            mask = batch["present"][name]
-            x = batch[name][mask].double().sum(dim=0)
-            totals[name] = x if name not in totals else totals[name] + x
+        raw, present = split_batch(batch, model.modalities)
+        features = model.encoder.preprocess({n: x.to(device) for n, x in raw.items()})
+        for name, modality in model.modalities.items():
+            mask = present[name].to(device)
+            if not bool(mask.any()):
+                continue
+            total = modality.baseline_sum(features[name][mask])
+            totals[name] = total if name not in totals else totals[name] + total
             counts[name] += int(mask.sum())
-    return {n: (totals[n] / max(counts[n], 1)).float() for n in names if n in totals}
+    return {n: model.modalities[n].baseline_prediction(totals[n] / counts[n]) for n in totals}
 
 
 def imputation_summary(metrics: Mapping[str, float], modalities: Iterable[str]) -> dict[str, dict]:

@@ -81,8 +81,10 @@ def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
     for name, mask in present.items():  # masks for modalities without a tensor
         if name not in modalities:
             raise InputError(f"present names unknown modality '{name}'; expected {list(modalities)}")
-        if bool(mask.any()):
+        if not torch.compiler.is_compiling() and bool(mask.any()):
             raise InputError(f"present['{name}'] marks samples present but no '{name}' tensor was given")
+    if torch.compiler.is_compiling():
+        return masks  # value checks need the data; traced graphs (compile, ONNX) skip them
 
     any_present = torch.stack(list(masks.values()), dim=1).any(dim=1)
     if not bool(any_present.all()):
@@ -113,8 +115,11 @@ class MultimodalEncoder(nn.Module):
         if not modalities:
             raise ConfigError("MultimodalEncoder: at least one modality is required")
         self.modalities = dict(modalities)
+        self.embed_dim = embed_dim
         self.latent_dim = latent_dim
         self.variational = variational
+        self.preprocessors = nn.ModuleDict(
+            {n: p for n, m in modalities.items() if (p := m.build_preprocessor()) is not None})
         self.encoders = nn.ModuleDict({n: m.build_encoder(embed_dim) for n, m in modalities.items()})
         self.fusion = fusion(list(modalities), embed_dim, latent_dim)
         if self.fusion.variational and not variational:
@@ -132,8 +137,21 @@ class MultimodalEncoder(nn.Module):
                               "code: set model.latent_activation=null")
         self.latent_activation = latent_activation
 
+    def preprocess(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Raw inputs (waveforms, pixels, ...) -> the features the encoders take and the decoder
+        reconstructs (log-mel, normalised pixels, ...)."""
+        features = {}
+        for name, x in raw.items():
+            if name not in self.modalities:
+                raise InputError(
+                    f"unknown modality '{name}'; this model was built for {list(self.modalities)}")
+            self.modalities[name].check_raw(name, x)
+            features[name] = self.preprocessors[name](x) if name in self.preprocessors else x
+        return features
+
     def forward(self, inputs: Mapping[str, Tensor],
                 present: Mapping[str, Tensor] | None = None) -> Encoding:
+        """Encode features (see `preprocess`) of any non-empty subset of the modalities."""
         masks = _presence(inputs, present, self.modalities)
         embeddings = {
             name: self.encoders[name](zero_missing(x, masks[name])) for name, x in inputs.items()
@@ -185,6 +203,7 @@ class MultimodalAutoencoder(nn.Module):
         self.encoder = MultimodalEncoder(modalities, fusion, embed_dim, latent_dim, variational,
                                          latent_activation)
         self.decoder = JointDecoder(modalities, latent_dim, decoder_hidden)
+        self.decoder_hidden = decoder_hidden
 
     @property
     def variational(self) -> bool:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides
 from mmae.errors import MMAEError
+from mmae.export import export_encoder
+from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
 from mmae.version import __version__
@@ -56,13 +58,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics = {name: float(value) for name, value in results[0].items()}
     report = {
         "mmae_version": __version__,
+        "skipped_rows": {split: len(getattr(data, "skipped", []))
+                         for split, data in datamodule.datasets.items()},
         "epochs": trainer.current_epoch,
         "best_checkpoint": best,
         "metrics": metrics,
         "imputation": imputation_summary(metrics, modalities),
     }
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+        report["encoder"] = str(export_encoder(module.model, output_dir / "encoder"))
+        write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
     return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
                     "output_dir": output_dir}
 
@@ -87,7 +92,7 @@ def _hydra_main(cfg: DictConfig) -> None:
     if objects["trainer"].is_global_zero:
         print(format_imputation(report))
         print(f"mmae-train: outputs in {objects['output_dir']} "
-              "(checkpoints/, metrics.json, config.yaml)")
+              "(checkpoints/, encoder/, metrics.json, config.yaml)")
 
 
 def main() -> None:

@@ -31,10 +31,11 @@ def run_variant(overrides: list[str], extra: list[str]) -> dict:
         report, objects = train(cfg)
         elapsed = time.perf_counter() - start
     model, data = objects["module"].model, objects["datamodule"]
-    train_x, train_y = encode_batches(model, data.train_dataloader())
-    test_x, test_y = encode_batches(model, data.test_dataloader())
+    seen = encode_batches(model, data.train_dataloader())
+    unseen = encode_batches(model, data.test_dataloader())
     metrics = report["metrics"]
-    row = {"probe": linear_probe(train_x, train_y, test_x, test_y), "sparsity": hoyer_sparsity(test_x),
+    row = {"probe": linear_probe(seen.codes, seen.labels, unseen.codes, unseen.labels),
+           "sparsity": hoyer_sparsity(unseen.codes),
            "sec/epoch": elapsed / max(report["epochs"], 1)}
     for name in model.modalities:
         baseline = metrics[f"val/{name}/baseline_mean"]

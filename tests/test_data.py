@@ -3,8 +3,9 @@ import torch
 
 from mmae.data import SyntheticMultimodal, split_batch
 from mmae.data.datamodule import MultimodalDataModule
+from mmae.data.synthetic import CLASS_WORDS
 from mmae.errors import ConfigError, InputError
-from mmae.modalities import ImageModality, VectorModality
+from mmae.modalities import AudioModality, ImageModality, TextModality, VectorModality
 from mmae.modalities.base import Modality
 
 
@@ -45,8 +46,8 @@ def test_views_share_the_class_signal():
 
 
 def test_unrenderable_kind_and_bad_arguments_are_rejected():
-    class Text(Modality):
-        kind = "text"
+    class Graph(Modality):
+        kind = "graph"
 
         def build_encoder(self, embed_dim):
             raise NotImplementedError
@@ -54,9 +55,12 @@ def test_unrenderable_kind_and_bad_arguments_are_rejected():
         def build_decoder(self, hidden_dim):
             raise NotImplementedError
 
-    with pytest.raises(ConfigError, match=r"cannot render modality 'caption' of kind 'text'; "
-                                          r"it renders kinds \['image', 'vector'\]"):
-        SyntheticMultimodal({"caption": Text((4,))})
+        def config(self):
+            return {}
+
+    with pytest.raises(ConfigError, match=r"cannot render modality 'molecule' of kind 'graph'; "
+                                          r"it renders kinds \['audio', 'image', 'text', 'vector'\]"):
+        SyntheticMultimodal({"molecule": Graph((4,))})
     with pytest.raises(ConfigError, match="split must be one of"):
         _dataset(split="training")
     with pytest.raises(ConfigError, match="missing_rate must be in"):
@@ -76,3 +80,18 @@ def test_datamodule_batches_carry_masks_and_split_batch_checks_them(small_modali
         split_batch(batch, ["image", "audio"])
     with pytest.raises(ConfigError, match="batch_size must be > 0"):
         MultimodalDataModule(lambda **_: None, small_modalities, batch_size=0)
+
+
+def test_synthetic_audio_and_text_views_carry_the_class():
+    modalities = {"audio": AudioModality(sample_rate=8000, duration=0.25, n_fft=256, hop_length=64,
+                                         n_mels=32, hidden_channels=[8]),
+                  "text": TextModality(model_config={"hidden_size": 32, "num_hidden_layers": 1,
+                                                     "num_attention_heads": 2, "intermediate_size": 64})}
+    data = SyntheticMultimodal(modalities, num_samples=200, missing_rate=0.0)
+    assert data.views["audio"].shape == (160, 2000) and data.views["text"].dtype == torch.long
+    # The tone's pitch rises with the class: the spectral peak above the private hum (< 100 Hz,
+    # bins of 4 Hz) orders the classes.
+    peaks = torch.fft.rfft(data.views["audio"]).abs()[:, 25:].argmax(dim=1).float()
+    assert torch.corrcoef(torch.stack([peaks, data.labels.float()]))[0, 1] > 0.95
+    phrases = modalities["text"].decode(data.views["text"][:20])
+    assert all(p.split()[1] == CLASS_WORDS[int(y)] for p, y in zip(phrases, data.labels[:20], strict=True))

@@ -54,7 +54,7 @@ def test_training_sees_corrupted_inputs_but_the_loss_targets_the_clean_batch(sma
 def test_validation_uses_clean_inputs_and_no_corruption(small_modalities):
     recorder = Recorder()
     module = _module(small_modalities, GaussianNoise(sigma=1.0), recorder)
-    module.modality_means = None
+    module.baselines = None
     batch = _batch()
     with torch.no_grad():
         module.validation_step(batch, 0)

@@ -15,7 +15,8 @@ class MultimodalDataModule(pl.LightningDataModule):
     """Wraps any dataset factory called as `dataset(split=..., modalities=...)`."""
 
     def __init__(self, dataset: Callable[..., Dataset], modalities: Mapping[str, Modality],
-                 batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False):
+                 batch_size: int = 128, num_workers: int = 0, pin_memory: bool = False,
+                 collate_fn: Callable | None = None):
         super().__init__()
         if batch_size <= 0 or num_workers < 0:
             raise ConfigError(f"data: batch_size must be > 0 and num_workers >= 0, "
@@ -25,6 +26,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.collate_fn = collate_fn
         self.datasets: dict[str, Dataset] = {}
 
     def dataset(self, split: str) -> Dataset:
@@ -36,7 +38,7 @@ class MultimodalDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, collate_fn=self.collate_fn)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -32,12 +32,12 @@ def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _render_image(shape: tuple[int, ...], labels: Tensor, factors: Tensor, private: Tensor,
+def _render_image(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
                   num_classes: int, g: torch.Generator) -> Tensor:
     """The class texture, translated by two shared factors (so the class is not linearly
     readable from pixels) and scaled by a third, plus a Gaussian blob placed by a fourth and
     a private brightness gradient."""
-    channels, height, width = shape
+    channels, height, width = modality.shape
     coarse = torch.randn(num_classes, channels, 7, 7, generator=g)
     textures = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
     textures = textures / textures.abs().amax(dim=(1, 2, 3), keepdim=True)
@@ -53,11 +53,11 @@ def _render_image(shape: tuple[int, ...], labels: Tensor, factors: Tensor, priva
     return 0.5 * texture * scale + tint * blob + gradient
 
 
-def _render_vector(shape: tuple[int, ...], labels: Tensor, factors: Tensor, private: Tensor,
+def _render_vector(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
                    num_classes: int, g: torch.Generator) -> Tensor:
     """A random two-layer network of the class, the shared and the private factors: the
     class interacts with the factors, so it is not linearly readable from the vector."""
-    (dim,) = shape
+    (dim,) = modality.shape
     hidden = 4 * dim
     inputs = torch.cat([0.5 * F.one_hot(labels, num_classes).float(), factors, 0.5 * private], dim=1)
     first = torch.randn(inputs.shape[1], hidden, generator=g)
@@ -65,7 +65,45 @@ def _render_vector(shape: tuple[int, ...], labels: Tensor, factors: Tensor, priv
     return torch.tanh(torch.relu(inputs @ first) @ second)
 
 
-RENDERERS: dict[str, Callable[..., Tensor]] = {"image": _render_image, "vector": _render_vector}
+def _render_audio(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
+                  num_classes: int, g: torch.Generator) -> Tensor:
+    """A decaying tone: pitch from the class, decay, overtone and detuning from three shared
+    factors, and a quiet private low tone."""
+    rate, n = modality.sample_rate, modality.num_samples
+    f = lambda i: factors[:, i % factors.shape[1]].view(-1, 1)  # noqa: E731
+    t = torch.arange(n).view(1, -1) / rate
+    top = 0.35 * rate
+    pitch = (150.0 + (top - 150.0) * labels.float() / max(num_classes - 1, 1)).view(-1, 1)
+    pitch = pitch * (1.0 + 0.03 * f(2))
+    envelope = torch.exp(-t * (2.0 + 1.5 * (f(0) + 1.0)) / modality.duration)
+    overtone = 0.25 * (f(1) + 1.0)
+    tone = torch.sin(2 * torch.pi * pitch * t) + overtone * torch.sin(4 * torch.pi * pitch * t)
+    hum = 0.1 * torch.sin(2 * torch.pi * (60.0 + 20.0 * private[:, :1]) * t)
+    return 0.5 * envelope * tone + hum
+
+
+CLASS_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FACTOR_WORDS = [["left", "middle", "right"], ["dim", "soft", "loud"], ["flat", "round", "sharp"]]
+PRIVATE_WORDS = ["plain", "odd", "bold", "calm"]
+
+
+def _render_text(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
+                 num_classes: int, g: torch.Generator) -> Tensor:
+    """A short phrase: a private word, the class, and one of three words per shared factor."""
+    bins = ((factors + 1.0) / 2.0 * 3).long().clamp(0, 2)
+    private_bin = ((private[:, 0] + 1.0) / 2.0 * len(PRIVATE_WORDS)).long().clamp(0, len(PRIVATE_WORDS) - 1)
+    phrases = []
+    for i, label in enumerate(labels.tolist()):
+        words = [PRIVATE_WORDS[private_bin[i]], CLASS_WORDS[label] if label < 10 else f"class{label}"]
+        words += [FACTOR_WORDS[j][bins[i, j]] for j in range(min(3, factors.shape[1]))]
+        phrases.append(" ".join(words))
+    return torch.stack([modality.encode_text(p) for p in phrases])
+
+
+RENDERERS: dict[str, Callable[..., Tensor]] = {
+    "image": _render_image, "vector": _render_vector, "audio": _render_audio, "text": _render_text}
+#: Kinds whose views are indices (tokens): no additive noise.
+DISCRETE_KINDS = {"text"}
 
 
 class SyntheticMultimodal(Dataset):
@@ -107,8 +145,10 @@ class SyntheticMultimodal(Dataset):
             # A generator per modality name: adding a modality does not change the others.
             gm = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
             private = torch.rand(num_samples, private_factors, generator=gm) * 2 - 1
-            view = RENDERERS[modality.kind](modality.shape, labels, factors, private, num_classes, gm)
-            views[name] = view + noise * torch.randn(view.shape, generator=gm)
+            view = RENDERERS[modality.kind](modality, labels, factors, private, num_classes, gm)
+            if modality.kind not in DISCRETE_KINDS:
+                view = view + noise * torch.randn(view.shape, generator=gm)
+            views[name] = view
             present[name] = torch.rand(num_samples, generator=gm) >= missing_rate
         mask = torch.stack([present[n] for n in modalities], dim=1)
         emptied = ~mask.any(dim=1)
@@ -122,7 +162,7 @@ class SyntheticMultimodal(Dataset):
         self.views = {}
         for n, view in views.items():
             view = view[start:stop].clone()
-            view[~self.present[n]] = 0.0
+            view[~self.present[n]] = 0
             self.views[n] = view
         self.indices = torch.arange(start, stop)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from itertools import pairwise
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -15,46 +16,100 @@ from mmae.errors import ConfigError, InputError
 class Modality(ABC):
     """Describes one modality and builds the networks that handle it.
 
-    A modality is a specification, not a network: the model asks it for an encoder (sample ->
-    embedding) and a decoder head (shared decoder features -> sample). Keeping the spec apart
-    from the weights lets the encoder be exported and rebuilt from the spec alone.
+    A modality is a specification, not a network: the model asks it for a preprocessor (raw
+    input -> features, e.g. waveform -> log-mel), an encoder (features -> embedding) and a
+    decoder head (shared decoder features -> reconstruction of the features). Keeping the spec
+    apart from the weights lets the encoder be exported and rebuilt from the spec alone.
+
+    `shape` is the per-sample shape of the features (what is encoded and reconstructed);
+    `raw_shape` that of the raw input a dataset yields (the same when there is no
+    preprocessing). `column` names the manifest column (default: the modality's name).
     """
 
     kind: ClassVar[str]
+    #: "float" for continuous inputs; "long" for token / category indices.
+    dtype_kind: ClassVar[str] = "float"
 
-    def __init__(self, shape: tuple[int, ...]):
+    def __init__(self, shape: tuple[int, ...], raw_shape: tuple[int, ...] | None = None,
+                 column: str | None = None):
         shape = tuple(int(s) for s in shape)
         if not shape or any(s <= 0 for s in shape):
             raise ConfigError(f"{type(self).__name__}: shape must be positive sizes, got {shape}")
         self.shape = shape
+        self.raw_shape = shape if raw_shape is None else tuple(int(s) for s in raw_shape)
+        self.column = column
 
     @abstractmethod
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        """A module mapping a batch `[B, *shape]` to embeddings `[B, embed_dim]`."""
+        """A module mapping features `[B, *shape]` to embeddings `[B, embed_dim]`."""
 
     @abstractmethod
     def build_decoder(self, hidden_dim: int) -> nn.Module:
-        """A module mapping shared decoder features `[B, hidden_dim]` to `[B, *shape]`."""
+        """A module mapping shared decoder features `[B, hidden_dim]` to a reconstruction."""
+
+    def build_preprocessor(self) -> nn.Module | None:
+        """A module mapping raw inputs `[B, *raw_shape]` to features, or None (identity)."""
+        return None
+
+    def manifest_columns(self, name: str) -> list[str]:
+        """The manifest columns this modality reads (one, unless it spans several)."""
+        return [self.column or name]
+
+    def fit(self, cells: list[Any]) -> None:  # noqa: B027 - optional hook, most modalities need none
+        """Fit preprocessing statistics on the training split's cells (default: nothing)."""
+
+    def check_cell(self, value: Any) -> None:  # noqa: B027 - optional hook
+        """Validate an inline manifest cell cheaply, up front (raise `DataError`); file cells
+        are checked when loaded."""
+
+    def load(self, value: Any, root: Path) -> Tensor:
+        """Read one manifest cell (a path relative to `root`, or an inline value) as a raw
+        tensor of `raw_shape`; raise `DataError` (or any error: the dataset adds the row and
+        column) when it cannot."""
+        raise ConfigError(f"{type(self).__name__} cannot be read from a manifest")
 
     def reconstruction_loss(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         """Per-sample loss `[B]`; the default is the mean squared error over all elements."""
         return (reconstruction - target).pow(2).flatten(1).mean(dim=1)
 
-    def check_batch(self, name: str, x: Tensor) -> None:
-        """Raise an `InputError` naming the modality if `x` is not a batch of this modality."""
+    def metrics(self, reconstruction: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Extra per-sample metrics `[B]` reported at validation (e.g. token accuracy)."""
+        return {}
+
+    def baseline_sum(self, targets: Tensor) -> Tensor:
+        """Sum over a batch of what the "predict the training mean" baseline averages."""
+        return targets.double().sum(dim=0)
+
+    def baseline_prediction(self, mean: Tensor) -> Tensor:
+        """The baseline's reconstruction of one sample, from the mean of `baseline_sum`."""
+        return mean.float()
+
+    def _check(self, name: str, x: Tensor, shape: tuple[int, ...], what: str) -> None:
         if not isinstance(x, Tensor):
             raise InputError(f"modality '{name}': expected a Tensor, got {type(x).__name__}")
-        if tuple(x.shape[1:]) != self.shape or x.dim() != len(self.shape) + 1:
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
             raise InputError(
-                f"modality '{name}': expected a batch of shape [B, {', '.join(map(str, self.shape))}]"
+                f"modality '{name}': expected {what} of shape [B, {', '.join(map(str, shape))}]"
                 f", got {list(x.shape)}"
             )
-        if not torch.is_floating_point(x):
+        floating = torch.is_floating_point(x)
+        if self.dtype_kind == "float" and not floating:
             raise InputError(f"modality '{name}': expected a floating-point tensor, got {x.dtype}")
+        if self.dtype_kind == "long" and (floating or x.dtype == torch.bool):
+            raise InputError(f"modality '{name}': expected an integer (index) tensor, got {x.dtype}")
 
-    def spec(self) -> dict:
-        """The constructor arguments, enough to rebuild this modality (used by export)."""
-        return {"kind": self.kind, "shape": list(self.shape)}
+    def check_batch(self, name: str, x: Tensor) -> None:
+        """Raise an `InputError` naming the modality if `x` is not a batch of its features."""
+        self._check(name, x, self.shape, "a batch")
+
+    def check_raw(self, name: str, x: Tensor) -> None:
+        """Raise an `InputError` naming the modality if `x` is not a batch of raw inputs."""
+        self._check(name, x, self.raw_shape, "a raw batch")
+
+    @abstractmethod
+    def config(self) -> dict:
+        """The constructor's keyword arguments, JSON-serialisable: with the class (found by
+        `kind`) they rebuild this modality, fitted statistics included (used by export)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape})"

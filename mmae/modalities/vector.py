@@ -1,22 +1,60 @@
-"""Fixed-length vectors: tabular numbers or pre-computed features, with MLP encoder/decoder."""
+"""Fixed-length vectors: pre-computed features or embeddings, with MLP encoder/decoder."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from torch import nn
+import numpy as np
+import torch
+from torch import Tensor, nn
 
+from mmae.errors import DataError
 from mmae.modalities.base import Modality, mlp
 
 
 class VectorModality(Modality):
-    """Vectors `[dim]`, reconstructed with a mean squared error."""
+    """Vectors `[dim]`, reconstructed with a mean squared error.
+
+    In a manifest a cell is a `.npy` file (relative path) or the numbers inline, separated by
+    spaces, commas or semicolons (brackets allowed).
+    """
 
     kind = "vector"
 
-    def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,)):
-        super().__init__((dim,))
+    def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,), column: str | None = None):
+        super().__init__((dim,), column=column)
         self.hidden = [int(h) for h in hidden]
+
+    def check_cell(self, value: Any) -> None:
+        if not (isinstance(value, str) and value.strip().endswith(".npy")):
+            self.load(value, Path("."))
+
+    def load(self, value: Any, root: Path) -> Tensor:
+        if isinstance(value, str) and value.strip().endswith(".npy"):
+            path = root / value.strip()
+            if not path.is_file():
+                raise DataError(f"file not found: {path}")
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as error:
+                raise DataError(f"cannot read {path}: {error}") from None
+        elif isinstance(value, (list, tuple)):
+            array = np.asarray(value, dtype=np.float64)
+        else:
+            fields = [f for f in re.split(r"[\s,;\[\]]+", str(value)) if f]
+            try:
+                array = np.asarray([float(f) for f in fields])
+            except ValueError:
+                raise DataError(f"expected numbers, got {str(value)[:80]!r}") from None
+        array = np.asarray(array, dtype=np.float32).reshape(-1)
+        if array.shape != self.shape:
+            raise DataError(f"expected {self.shape[0]} numbers, got {array.shape[0]}")
+        if not np.isfinite(array).all():
+            raise DataError("contains NaN or infinite values")
+        return torch.from_numpy(array)
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
         return mlp([self.shape[0], *self.hidden, embed_dim])
@@ -24,5 +62,5 @@ class VectorModality(Modality):
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return mlp([hidden_dim, *self.hidden[::-1], self.shape[0]])
 
-    def spec(self) -> dict:
-        return {"kind": self.kind, "dim": self.shape[0], "hidden": self.hidden}
+    def config(self) -> dict:
+        return {"dim": self.shape[0], "hidden": self.hidden, "column": self.column}

@@ -1,0 +1,240 @@
+"""The user's own data: a manifest (CSV, JSONL or Parquet) with one row per sample.
+
+Each modality reads its column(s): a path relative to the manifest (image, audio, `.npy`
+vectors) or an inline value (text, numbers). An empty cell means the modality is missing
+for that sample. Optional columns: `split` (train / val / test; otherwise a seeded random
+split) and `label` (integers, or strings mapped to sorted indices). Files are read lazily,
+in the DataLoader's workers, so the data may be larger than memory.
+
+Every problem is reported as a `DataError` naming the manifest, the row (1-based, header not
+counted) and the column. With `on_error="skip"` the sample is skipped instead and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from mmae.data.datamodule import MultimodalDataModule
+from mmae.errors import ConfigError, DataError
+from mmae.modalities.base import Modality
+
+SPLITS = ("train", "val", "test")
+ON_ERROR = ("raise", "skip")
+FILE_KINDS = {"image", "audio"}  # kinds whose cells are file paths, checked up front
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, float) and math.isnan(value))
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The manifest's rows as dicts, by file extension (.csv, .tsv, .jsonl, .parquet)."""
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{path.name}, line {line_number}: invalid JSON ({error})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path.name}, line {line_number}: expected a JSON object")
+                rows.append(row)
+        return rows
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise DataError(f"{path}: unknown manifest format '{suffix}'; use .csv, .tsv, .jsonl or .parquet")
+
+
+class ManifestDataset(Dataset):
+    """One split of a manifest, validated up front, read lazily."""
+
+    def __init__(self, path: str | Path, modalities: Mapping[str, Modality], split: str = "train",
+                 on_error: str = "raise", split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 seed: int = 0):
+        if split not in SPLITS:
+            raise ConfigError(f"ManifestDataset: split must be one of {SPLITS}, got '{split}'")
+        if on_error not in ON_ERROR:
+            raise ConfigError(f"ManifestDataset: on_error must be one of {ON_ERROR}, got '{on_error}'")
+        self.path = Path(path).expanduser().resolve()
+        self.root = self.path.parent
+        self.modalities = dict(modalities)
+        self.on_error = on_error
+        self.skipped: list[str] = []
+        rows = read_manifest(self.path)
+        self.columns = {n: m.manifest_columns(n) for n, m in self.modalities.items()}
+        self._check_columns(rows)
+        self.labels = self._label_map(rows)
+        splits = self._splits(rows, split_fractions, seed)
+        self.rows: list[tuple[int, dict]] = []
+        for number, row in enumerate(rows, start=1):
+            if splits[number - 1] == split and self._accept(number, row):
+                self.rows.append((number, row))
+        if self.skipped:
+            warnings.warn(f"{self.path.name} ({split}): skipped {len(self.skipped)} row(s): "
+                          + "; ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""),
+                          UserWarning, stacklevel=2)
+
+    def _where(self, number: int, name: str) -> str:
+        columns = self.columns[name]
+        column = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {columns} ({name})"
+        return f"{self.path.name}, row {number}, {column}"
+
+    def _check_columns(self, rows: list[dict]) -> None:
+        if not rows:
+            raise DataError(f"{self.path}: the manifest has no rows")
+        available = set().union(*(r.keys() for r in rows[:1000]))
+        for name, columns in self.columns.items():
+            for column in columns:
+                if column not in available:
+                    raise DataError(f"{self.path.name}: column '{column}' (modality '{name}') is not in "
+                                    f"the manifest; its columns are {sorted(available)}")
+
+    def _label_map(self, rows: list[dict]) -> dict[str, int] | None:
+        values = [r.get("label") for r in rows if not _empty(r.get("label"))]
+        if not values:
+            return None
+        try:
+            return {str(v): int(float(v)) for v in values}
+        except ValueError:
+            return {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
+
+    def _splits(self, rows: list[dict], fractions: Sequence[float], seed: int) -> list[str]:
+        if any(not _empty(r.get("split")) for r in rows):
+            for number, row in enumerate(rows, start=1):
+                if str(row.get("split")).strip() not in SPLITS:
+                    raise DataError(f"{self.path.name}, row {number}, column 'split': "
+                                    f"{row.get('split')!r}, expected one of {SPLITS}")
+            return [str(r["split"]).strip() for r in rows]
+        if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ConfigError(f"split_fractions must be 3 numbers summing to 1, got {list(fractions)}")
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+        n_train, n_val = round(fractions[0] * len(rows)), round(fractions[1] * len(rows))
+        assigned = [""] * len(rows)
+        for rank, index in enumerate(order):
+            assigned[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        return assigned
+
+    def _present(self, name: str, row: dict, number: int) -> bool:
+        cells = [row.get(c) for c in self.columns[name]]
+        empty = [_empty(c) for c in cells]
+        if all(empty):
+            return False
+        if any(empty):
+            missing = [c for c, e in zip(self.columns[name], empty, strict=True) if e]
+            raise DataError(f"{self._where(number, name)}: empty cell(s) {missing} while others are set")
+        return True
+
+    def _accept(self, number: int, row: dict) -> bool:
+        """Check what is cheap to check up front: presence, and that files exist."""
+        try:
+            present = [n for n in self.modalities if self._present(n, row, number)]
+            if not present:
+                raise DataError(f"{self.path.name}, row {number}: every modality is missing "
+                                f"(columns {sorted(c for cs in self.columns.values() for c in cs)})")
+            for name in present:
+                modality = self.modalities[name]
+                if modality.kind in FILE_KINDS:
+                    file = self.root / str(row[self.columns[name][0]]).strip()
+                    if not file.is_file():
+                        raise DataError(f"{self._where(number, name)}: file not found: {file}")
+                else:
+                    try:
+                        modality.check_cell(self._value(name, row))
+                    except DataError as error:
+                        raise DataError(f"{self._where(number, name)}: {error}") from None
+        except DataError as error:
+            if self.on_error == "raise":
+                raise
+            self.skipped.append(str(error))
+            return False
+        return True
+
+    def _value(self, name: str, row: dict) -> Any:
+        """A modality's cell: the value, or a dict of values for a multi-column modality."""
+        columns = self.columns[name]
+        return row[columns[0]] if len(columns) == 1 else {c: row[c] for c in columns}
+
+    def cells(self, name: str) -> list[Any]:
+        """The present cells of one modality, in row order."""
+        return [self._value(name, row) for number, row in self.rows if self._present(name, row, number)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict | None:
+        number, row = self.rows[index]
+        sample: dict[str, Any] = {"present": {}}
+        for name, modality in self.modalities.items():
+            present = self._present(name, row, number)
+            if present:
+                value = self._value(name, row)
+                try:
+                    if isinstance(value, str) and modality.kind in FILE_KINDS:
+                        value = value.strip()
+                    tensor = modality.load(value, self.root)
+                    if tuple(tensor.shape) != modality.raw_shape:
+                        raise DataError(f"loaded shape {tuple(tensor.shape)}, expected {modality.raw_shape}")
+                except Exception as error:  # any failure becomes a DataError with row and column
+                    if self.on_error == "skip":
+                        return None
+                    raise DataError(f"{self._where(number, name)}: {error}") from error
+            else:
+                dtype = torch.long if modality.dtype_kind == "long" else torch.float32
+                tensor = torch.zeros(modality.raw_shape, dtype=dtype)
+            sample[name] = tensor
+            sample["present"][name] = torch.tensor(present)
+        label = row.get("label")
+        unlabelled = self.labels is None or _empty(label)
+        sample["label"] = torch.tensor(-1 if unlabelled else self.labels[str(label)])
+        sample["index"] = torch.tensor(number)
+        return sample
+
+
+def collate_skipping(samples: list[dict | None]) -> dict | None:
+    """Collate the samples that loaded; count those skipped (`on_error="skip"`)."""
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return None
+    batch = default_collate(kept)
+    batch["skipped"] = torch.tensor(len(samples) - len(kept))
+    return batch
+
+
+class ManifestDataModule(MultimodalDataModule):
+    """`data=manifest data.path=FILE`: splits of one manifest; fits the modalities that need
+    training-split statistics (tabular) as soon as it is built, before the model is."""
+
+    def __init__(self, path: str, modalities: Mapping[str, Modality], batch_size: int = 32,
+                 num_workers: int = 2, pin_memory: bool = False, on_error: str = "raise",
+                 split_fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0):
+        def dataset(split: str, modalities: Mapping[str, Modality]) -> ManifestDataset:
+            return ManifestDataset(path, modalities, split, on_error, split_fractions, seed)
+
+        super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
+                         collate_fn=collate_skipping)
+        train = self.dataset("train")
+        if len(train) == 0:
+            raise DataError(f"{train.path}: no usable training rows")
+        for name, modality in self.modalities.items():
+            modality.fit(train.cells(name))

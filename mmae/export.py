@@ -1,0 +1,295 @@
+"""Encoder export and `load_encoder`: frozen features for downstream work, safe to load.
+
+An export is a directory:
+  - `model.safetensors`: the encoder's weights (preprocessing, per-modality encoders, fusion;
+    no decoder), in the safetensors format, which holds tensors only and cannot run code;
+  - `config.json`: what rebuilds the encoder (modality kinds and settings, fitted statistics
+    included; fusion; sizes), the mmae version and the SHA-256 of the weights file;
+  - `tokenizers/<modality>/`: the tokenizer of each text modality that has one.
+
+`load_encoder` needs none of the training stack (no Lightning, Hydra or W&B), never
+unpickles, and builds only the classes mmae itself provides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmae.errors import ConfigError, InputError, MMAEError
+from mmae.fusion import AttentionFusion, ConcatFusion, Fusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
+from mmae.modalities import MODALITY_KINDS
+from mmae.modalities.text import TextModality
+from mmae.model import MultimodalAutoencoder, MultimodalEncoder
+from mmae.version import __version__
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+FUSION_CLASSES: dict[str, type[Fusion]] = {
+    f"mmae.fusion.{cls.__name__}": cls
+    for cls in (MeanFusion, ConcatFusion, AttentionFusion, PoEFusion, MoEFusion, MoPoEFusion)}
+MODALITY_CLASSES = {f"mmae.modalities.{cls.__name__}": cls for cls in MODALITY_KINDS.values()}
+
+
+class ExportError(MMAEError):
+    """An export directory is missing, corrupt, tampered with, or from an incompatible mmae."""
+
+
+def _qualname(obj: Any, allowed: Mapping[str, type]) -> str:
+    for name, cls in allowed.items():
+        if type(obj) is cls:
+            return name
+    raise ConfigError(f"{type(obj).__name__} is not one of mmae's classes {sorted(allowed)}; "
+                      "only those can be exported")
+
+
+def describe(model: MultimodalAutoencoder) -> dict:
+    """A JSON-serialisable description that rebuilds `model` (see `build_model`)."""
+    encoder = model.encoder
+    return {
+        "mmae_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "modalities": {name: {"class": _qualname(m, MODALITY_CLASSES), "config": m.config()}
+                       for name, m in encoder.modalities.items()},
+        "fusion": {"class": _qualname(encoder.fusion, FUSION_CLASSES), "config": encoder.fusion.config()},
+        "encoder": {"embed_dim": encoder.embed_dim, "latent_dim": encoder.latent_dim,
+                    "variational": encoder.variational, "latent_activation": encoder.latent_activation},
+        "decoder": {"hidden": model.decoder_hidden},
+    }
+
+
+def _allowed(kind: str, name: Any, allowed: Mapping[str, type]) -> type:
+    if name not in allowed:
+        raise ExportError(f"{kind} class {name!r} is not an mmae class; allowed: {sorted(allowed)}")
+    return allowed[name]
+
+
+def _build_modalities(description: Mapping, root: Path | None = None) -> dict:
+    modalities = {}
+    for name, entry in description["modalities"].items():
+        cls = _allowed(f"modality '{name}'", entry.get("class"), MODALITY_CLASSES)
+        config = dict(entry.get("config") or {})
+        if root is not None and config.get("tokenizer"):
+            config["tokenizer"] = str(root / config["tokenizer"])
+        modalities[name] = cls(**config)
+    return modalities
+
+
+def _fusion_factory(description: Mapping):
+    cls = _allowed("fusion", description["fusion"].get("class"), FUSION_CLASSES)
+    options = dict(description["fusion"].get("config") or {})
+    return lambda modalities, embed_dim, latent_dim: cls(modalities, embed_dim, latent_dim, **options)
+
+
+def build_model(description: Mapping) -> MultimodalAutoencoder:
+    """The full autoencoder of a description (untrained weights)."""
+    encoder = description["encoder"]
+    return MultimodalAutoencoder(_build_modalities(description), _fusion_factory(description),
+                                 latent_dim=encoder["latent_dim"], embed_dim=encoder["embed_dim"],
+                                 decoder_hidden=description["decoder"]["hidden"],
+                                 variational=encoder["variational"],
+                                 latent_activation=encoder["latent_activation"])
+
+
+def build_encoder(description: Mapping, root: Path | None = None) -> MultimodalEncoder:
+    """The encoder of a description (untrained weights); `root` resolves exported tokenizers."""
+    encoder = description["encoder"]
+    return MultimodalEncoder(_build_modalities(description, root), _fusion_factory(description),
+                             encoder["embed_dim"], encoder["latent_dim"], encoder["variational"],
+                             encoder["latent_activation"])
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _self_contained_text(description: dict, encoder: MultimodalEncoder, folder: Path) -> None:
+    """Make text modalities rebuildable from the export alone: the backbone's architecture
+    goes into config.json (weights are in the safetensors file), the tokenizer into the folder."""
+    for name, modality in encoder.modalities.items():
+        if not isinstance(modality, TextModality):
+            continue
+        config = description["modalities"][name]["config"]
+        backbone = encoder.encoders[name].backbone
+        config["model"], config["model_config"] = None, backbone.config.to_dict()
+        if modality.tokenizer_name is not None:
+            target = Path("tokenizers") / name
+            modality.tokenizer.tokenizer.save_pretrained(folder / target)
+            config["tokenizer"] = target.as_posix()
+
+
+def export_encoder(model: MultimodalAutoencoder, directory: str | Path) -> Path:
+    """Write the encoder of `model` as an export directory; the write is atomic (a temporary
+    directory renamed into place), so a crash never leaves a half-written export."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        description = describe(model)
+        description.pop("decoder")
+        _self_contained_text(description, model.encoder, staging)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+        save_file(state, staging / WEIGHTS, metadata={"format": "pt", "mmae_version": __version__})
+        description["weights_sha256"] = sha256(staging / WEIGHTS)
+        (staging / CONFIG).write_text(json.dumps(description, indent=2))
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+class FrozenEncoder(nn.Module):
+    """An exported encoder: any non-empty subset of modalities -> codes `[B, latent_dim]`.
+
+    Inputs are raw (as a dataset yields them: waveforms, pixels in [0, 1], token ids), or
+    features when `preprocessed=True`. For a VAE the code is the posterior mean, or a
+    posterior sample when built with `sample=True`.
+    """
+
+    def __init__(self, encoder: MultimodalEncoder, description: Mapping, sample: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.description = dict(description)
+        self.sample = sample
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def modalities(self) -> dict:
+        return self.encoder.modalities
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_dim
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                preprocessed: bool = False) -> Tensor:
+        with torch.no_grad():
+            features = dict(inputs) if preprocessed else self.encoder.preprocess(inputs)
+            encoding = self.encoder(features, present)
+            if self.sample and encoding.posterior is not None:
+                return encoding.posterior.sample()
+            return encoding.code
+
+
+def _read_config(folder: Path) -> dict:
+    if not folder.is_dir():
+        raise ExportError(f"no export directory at {folder}")
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise ExportError(f"{config_path} is missing: not an mmae export")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{config_path} is not valid JSON ({error})") from None
+    version = str(config.get("mmae_version", "?"))
+    if version.split(".")[0] != __version__.split(".")[0]:
+        raise ExportError(f"{folder} was exported by mmae {version}; this is mmae {__version__}: "
+                          f"major versions differ (expected {__version__.split('.')[0]}.x)")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{folder}: export format {config.get('format_version')!r}, "
+                          f"expected {FORMAT_VERSION}")
+    return config
+
+
+def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS
+    if not path.is_file():
+        raise ExportError(f"weights file {path} is missing")
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    # A safetensors file starts with an 8-byte header length, then its JSON header. Anything
+    # else (a pickle, a zip from torch.save) is refused before it is parsed.
+    if len(head) < 9 or head[8:9] != b"{":
+        raise ExportError(f"{path} is not a safetensors file (pickled or torch.save weights are "
+                          "refused: they can run code when loaded)")
+    actual = sha256(path)
+    if actual != expected_hash:
+        raise ExportError(f"{path}: SHA-256 {actual[:16]}... does not match config.json's "
+                          f"{str(expected_hash)[:16]}...: the file is truncated or was modified")
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ExportError(f"{path} is corrupt: {error}") from None
+
+
+def load_encoder(path: str | Path, sample: bool = False) -> FrozenEncoder:
+    """Rebuild an exported encoder, in eval mode with gradients off."""
+    folder = Path(path)
+    config = _read_config(folder)
+    weights = _read_weights(folder, config.get("weights_sha256"))
+    try:
+        encoder = build_encoder(config, root=folder)
+    except (TypeError, KeyError) as error:
+        raise ExportError(f"{folder / CONFIG} does not describe an encoder: {error}") from None
+    try:
+        missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a tensor of another shape than config.json implies
+        raise ExportError(f"{folder / WEIGHTS} does not match config.json: {error}") from None
+    if missing or unexpected:
+        raise ExportError(f"{folder / WEIGHTS} does not match config.json: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}")
+    return FrozenEncoder(encoder, config, sample=sample)
+
+
+def load_checkpoint_model(checkpoint_path: str | Path) -> MultimodalAutoencoder:
+    """The trained autoencoder of an mmae training checkpoint (loaded with weights_only=True)."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, pickle with code, not a checkpoint
+        raise ExportError(f"{path} is not a loadable mmae checkpoint: {str(error).splitlines()[0]}") from None
+    if "mmae_model" not in checkpoint:
+        raise ExportError(f"{path} was not written by mmae-train (no model description)")
+    model = build_model(checkpoint["mmae_model"])
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`mmae-export CHECKPOINT [--output DIR]`: a training checkpoint -> an encoder export."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="mmae-export", description=main.__doc__)
+    parser.add_argument("checkpoint", help="a .ckpt written by mmae-train")
+    parser.add_argument("--output", help="export directory (default: <run dir>/encoder)")
+    args = parser.parse_args(argv)
+    checkpoint = Path(args.checkpoint)
+    output = Path(args.output) if args.output else checkpoint.resolve().parent.parent / "encoder"
+    try:
+        export_encoder(load_checkpoint_model(checkpoint), output)
+    except MMAEError as error:
+        sys.exit(f"mmae-export: {error}")
+    print(f"mmae-export: encoder written to {output}")
+
+
+__all__ = ["ExportError", "FrozenEncoder", "InputError", "describe", "export_encoder", "load_encoder"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Audio: files decoded with soundfile, log-mel features computed inside the model, a CNN over
+the spectrogram, and Griffin-Lim to turn a reconstructed log-mel back into sound."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmae.errors import ConfigError, DataError
+from mmae.modalities.base import Modality
+from mmae.modalities.conv import bottleneck_shape, conv_decoder, conv_encoder
+
+LOG_EPS = 1e-5
+
+
+class LogMel(nn.Module):
+    """Waveform `[B, N]` -> log-mel `[B, 1, n_mels, frames]` (torchaudio, so it runs on the GPU
+    with the model). Frames beyond `frames` are cropped so the CNN can halve them evenly."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, frames: int):
+        super().__init__()
+        from torchaudio.transforms import MelSpectrogram
+
+        self.mel = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
+        self.frames = frames
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        mel = self.mel(waveform.float())[..., : self.frames]
+        return torch.log(mel + LOG_EPS).unsqueeze(1)
+
+
+def fit_length(waveform: Tensor, num_samples: int) -> Tensor:
+    """Zero-pad or crop the last dimension to `num_samples`."""
+    length = waveform.shape[-1]
+    if length >= num_samples:
+        return waveform[..., :num_samples]
+    return F.pad(waveform, (0, num_samples - length))
+
+
+class AudioModality(Modality):
+    """Mono audio of `duration` seconds at `sample_rate`; files of another rate are resampled,
+    multi-channel files down-mixed, shorter/longer ones zero-padded/cropped.
+
+    The model encodes and reconstructs the log-mel spectrogram; `to_waveform` inverts a
+    reconstruction (inverse mel + Griffin-Lim) so it can be listened to.
+    """
+
+    kind = "audio"
+
+    def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int = 512,
+                 hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] = (32, 64),
+                 column: str | None = None):
+        if sample_rate <= 0 or duration <= 0 or hop_length <= 0 or n_fft <= 0:
+            raise ConfigError("AudioModality: sample_rate, duration, n_fft and hop_length must be "
+                              f"positive, got {sample_rate}, {duration}, {n_fft}, {hop_length}")
+        self.sample_rate, self.duration = int(sample_rate), float(duration)
+        self.n_fft, self.hop_length, self.n_mels = int(n_fft), int(hop_length), int(n_mels)
+        self.num_samples = round(self.sample_rate * self.duration)
+        self.hidden_channels = [int(c) for c in hidden_channels]
+        factor = 2 ** len(self.hidden_channels)
+        frames = (1 + self.num_samples // self.hop_length) // factor * factor
+        if frames == 0:
+            raise ConfigError(f"AudioModality: {self.duration}s at hop {self.hop_length} gives fewer "
+                              f"than {factor} frames; lengthen duration or shorten hop_length")
+        self.frames = frames
+        super().__init__((1, self.n_mels, frames), raw_shape=(self.num_samples,), column=column)
+        self.bottleneck = bottleneck_shape("AudioModality", self.n_mels, frames, self.hidden_channels)
+
+    def build_encoder(self, embed_dim: int) -> nn.Module:
+        return conv_encoder(1, self.hidden_channels, self.bottleneck, embed_dim)
+
+    def build_decoder(self, hidden_dim: int) -> nn.Module:
+        return conv_decoder(1, self.hidden_channels, self.bottleneck, hidden_dim)
+
+    def build_preprocessor(self) -> nn.Module:
+        return LogMel(self.sample_rate, self.n_fft, self.hop_length, self.n_mels, self.frames)
+
+    def load(self, value: Any, root: Path) -> Tensor:
+        import soundfile
+
+        path = root / str(value)
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        try:
+            data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
+            raise DataError(f"cannot decode audio {path}: {error}") from None
+        if data.shape[0] == 0:
+            raise DataError(f"audio file {path} has no samples")
+        waveform = torch.from_numpy(data).mean(dim=1)  # down-mix to mono
+        if rate != self.sample_rate:
+            from torchaudio.functional import resample
+
+            waveform = resample(waveform, rate, self.sample_rate)
+        return fit_length(waveform, self.num_samples)
+
+    @torch.no_grad()
+    def to_waveform(self, log_mel: Tensor, n_iter: int = 32) -> Tensor:
+        """Log-mel `[B, 1, n_mels, frames]` -> waveform `[B, num_samples]` (Griffin-Lim)."""
+        from torchaudio.transforms import GriffinLim, InverseMelScale
+
+        power = (log_mel.squeeze(1).float().exp() - LOG_EPS).clamp_min(0.0)
+        # gelsd copes with the rank-deficient filter bank of many mels over few FFT bins.
+        inverse = InverseMelScale(self.n_fft // 2 + 1, self.n_mels, self.sample_rate,
+                                  driver="gelsd").to(power.device)
+        griffin_lim = GriffinLim(self.n_fft, n_iter=n_iter, hop_length=self.hop_length).to(power.device)
+        return fit_length(griffin_lim(inverse(power)), self.num_samples)
+
+    def config(self) -> dict:
+        return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,
+                "hop_length": self.hop_length, "n_mels": self.n_mels,
+                "hidden_channels": self.hidden_channels, "column": self.column}

@@ -1,0 +1,100 @@
+"""mmae-eval and mmae-features on a trained run."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mmae import load_encoder
+from mmae.evaluate import encode_batches, evaluate, linear_probe, pca
+from mmae.evaluate import main as eval_main
+from mmae.export import load_checkpoint_model
+from mmae.features import main as features_main
+from mmae.train import train
+
+TINY = ["experiment=tiny", "logger=none", "callbacks.progress_bar.refresh_rate=0"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+
+    from mmae.config import CONFIG_DIR
+
+    folder = tmp_path_factory.mktemp("run")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, f"paths.output_dir={folder}"])
+    _, objects = train(cfg)
+    return folder, objects
+
+
+def test_linear_probe_separates_separable_classes_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(3, (300,), generator=g)
+    informative = torch.nn.functional.one_hot(labels, 3).float() * 3 + torch.randn(300, 3, generator=g)
+    assert linear_probe(informative[:200], labels[:200], informative[200:], labels[200:]) > 0.9
+    noise = torch.randn(300, 3, generator=g)
+    assert linear_probe(noise[:200], labels[:200], noise[200:], labels[200:]) < 0.6
+
+
+def test_pca_keeps_the_directions_of_largest_variance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 5, generator=g) * torch.tensor([10.0, 0.1, 0.1, 0.1, 0.1])
+    _, test_pca = pca(x[:400], x[400:], 1)
+    assert torch.corrcoef(torch.stack([test_pca[:, 0], x[400:, 0]]))[0, 1].abs() > 0.99
+
+
+def test_eval_cli_reports_probes_per_modality_and_imputation(run, capsys):
+    folder, _ = run
+    eval_main([f"run={folder}"])
+    results = json.loads((folder / "eval.json").read_text())
+    probes = results["linear_probe_accuracy"]
+    assert set(probes) == {"all modalities", "image only", "vector only", "PCA-8 of the inputs"}
+    assert all(0.0 <= v <= 1.0 for v in probes.values())
+    assert set(results["imputation"]["image"]) == {"from_all", "from_others", "baseline_mean"}
+    assert "linear probe (test accuracy)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".parquet"])
+def test_features_cli_writes_codes_ids_and_labels(run, tmp_path, suffix):
+    folder, objects = run
+    output = tmp_path / f"features{suffix}"
+    features_main([f"encoder={folder / 'encoder'}", f"output={output}", "split=val",
+                   "data.dataset.num_samples=320", "modalities=[image]"])
+    expected = encode_batches(load_encoder(folder / "encoder"), objects["datamodule"].val_dataloader(),
+                              ["image"])
+    if suffix == ".npz":
+        saved = np.load(output)
+        np.testing.assert_allclose(saved["features"], expected.codes.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(saved["ids"], expected.ids.numpy())
+        np.testing.assert_array_equal(saved["labels"], expected.labels.numpy())
+    elif suffix == ".npy":
+        np.testing.assert_allclose(np.load(output), expected.codes.numpy(), atol=1e-6)
+    else:
+        table = pq.read_table(output).to_pydict()
+        assert table["id"] == expected.ids.tolist() and len(table) == 2 + expected.codes.shape[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["output=x.csv"], "output must end with one of"),
+    (["modalities=[audio]"], r"modalities \['audio'\] are not in the encoder"),
+    (["split=dev"], "split must be one of"),
+])
+def test_features_cli_rejects_bad_arguments(run, tmp_path, args, message):
+    folder, _ = run
+    defaults = [f"encoder={folder / 'encoder'}", f"output={tmp_path / 'f.npz'}"]
+    with pytest.raises(SystemExit, match=message):
+        features_main([*defaults, *args])
+
+
+@pytest.mark.slow
+def test_exported_features_beat_pca_of_the_inputs_on_the_default_job(compose_cfg, tmp_path):
+    _, objects = train(compose_cfg("logger=none", "callbacks.progress_bar.refresh_rate=0"))
+    results = evaluate(load_encoder(tmp_path / "encoder"), objects["datamodule"],
+                       load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt"))
+    probes = results["linear_probe_accuracy"]
+    assert probes["all modalities"] > probes["PCA-16 of the inputs"] + 0.1, probes
+    for name, row in results["imputation"].items():
+        assert row["from_others"] < 0.7 * row["baseline_mean"], (name, row)

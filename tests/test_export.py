@@ -1,0 +1,196 @@
+"""Encoder export: exact, self-describing, free of the decoder, and safe to load."""
+
+import json
+import pickle
+import subprocess
+import sys
+from itertools import combinations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from mmae import MultimodalAutoencoder, load_encoder
+from mmae.errors import InputError
+from mmae.export import ExportError, export_encoder, load_checkpoint_model
+from mmae.export import main as export_main
+from mmae.fusion import AttentionFusion, ConcatFusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
+from mmae.modalities import AudioModality, ImageModality, TabularModality, TextModality, VectorModality
+from mmae.train import train
+
+TEXT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64}
+
+
+def _modalities():
+    tabular = TabularModality(numeric=["a"], categorical=["c"], categories={"c": ["x", "y"]},
+                              mean=[1.0], std=[2.0])
+    return {"image": ImageModality(size=8, hidden_channels=[4], mean=[0.5], std=[0.25]),
+            "vector": VectorModality(dim=3, hidden=[8]),
+            "audio": AudioModality(sample_rate=4000, duration=0.25, n_fft=128, hop_length=32, n_mels=16,
+                                   hidden_channels=[4]),
+            "text": TextModality(model_config=TEXT, max_length=6), "tabular": tabular}
+
+
+def _raw_batch(n: int = 3):
+    return {"image": torch.rand(n, 1, 8, 8), "vector": torch.randn(n, 3), "audio": torch.randn(n, 1000),
+            "text": torch.randint(2, 90, (n, 6)), "tabular": torch.tensor([[0.5, 1.0]] * n)}
+
+
+VARIANTS = [(False, MeanFusion), (False, ConcatFusion), (False, AttentionFusion), (True, MeanFusion),
+            (True, PoEFusion), (True, MoEFusion), (True, MoPoEFusion)]
+NAMES = ["image", "vector", "audio", "text", "tabular"]
+SUBSETS = [set(s) for r in range(1, 6) for s in combinations(NAMES, r)]
+
+
+@pytest.mark.parametrize("variational, fusion", VARIANTS,
+                         ids=[f"{'vae' if v else 'ae'}-{f.__name__}" for v, f in VARIANTS])
+def test_loaded_export_equals_the_model_for_every_subset(tmp_path, variational, fusion):
+    model = MultimodalAutoencoder(_modalities(), fusion, latent_dim=4, embed_dim=16, decoder_hidden=16,
+                                  variational=variational).eval()
+    loaded = load_encoder(export_encoder(model, tmp_path / "encoder"))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    raw = _raw_batch()
+    with torch.no_grad():
+        features = model.encoder.preprocess(raw)
+        for subset in SUBSETS:
+            expected = model.encoder({n: features[n] for n in subset}).code
+            torch.testing.assert_close(loaded({n: raw[n] for n in subset}), expected, atol=1e-6, rtol=0)
+            torch.testing.assert_close(loaded({n: features[n] for n in subset}, preprocessed=True),
+                                       expected, atol=1e-6, rtol=0)
+
+
+def test_export_holds_no_decoder_and_describes_itself(tmp_path):
+    model = MultimodalAutoencoder(_modalities(), PoEFusion, latent_dim=4, embed_dim=16, variational=True)
+    folder = export_encoder(model, tmp_path / "encoder")
+    with safe_open(folder / "model.safetensors", "pt") as weights:
+        keys = set(weights.keys())
+    assert keys == set(model.encoder.state_dict())
+    assert not any("decoder" in k or k.startswith("heads") for k in keys)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["mmae_version"] == "0.1.0" and len(config["weights_sha256"]) == 64
+    assert config["encoder"]["latent_dim"] == 4 and config["fusion"]["class"] == "mmae.fusion.PoEFusion"
+    assert config["modalities"]["tabular"]["config"]["mean"] == [1.0]
+    assert config["modalities"]["image"]["config"]["std"] == [0.25]
+
+
+def test_vae_export_returns_the_posterior_mean_or_a_sample(tmp_path):
+    model = MultimodalAutoencoder(_modalities(), PoEFusion, latent_dim=4, embed_dim=16,
+                                  variational=True).eval()
+    folder = export_encoder(model, tmp_path / "encoder")
+    raw = {"vector": torch.randn(5, 3)}
+    mean = load_encoder(folder)(raw)
+    torch.testing.assert_close(mean, load_encoder(folder)(raw))
+    assert not torch.allclose(load_encoder(folder, sample=True)(raw), mean)
+
+
+def test_loading_imports_no_training_stack(tmp_path):
+    folder = export_encoder(MultimodalAutoencoder(_modalities(), MeanFusion, latent_dim=4, embed_dim=16),
+                            tmp_path / "encoder")
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pytorch_lightning", "lightning", "hydra", "wandb"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import torch, mmae
+encoder = mmae.load_encoder({str(folder)!r})
+print(tuple(encoder({{"vector": torch.randn(2, 3)}}).shape))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(2, 4)"
+
+
+class _Plant:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    model = MultimodalAutoencoder({"vector": VectorModality(dim=3)}, MeanFusion, latent_dim=2, embed_dim=8)
+    return export_encoder(model, tmp_path / "encoder")
+
+
+def test_a_pickled_weights_file_is_refused_and_never_unpickled(export_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    (export_dir / "model.safetensors").write_bytes(pickle.dumps({"w": _Plant(str(marker))}))
+    with pytest.raises(ExportError, match="is not a safetensors file"):
+        load_encoder(export_dir)
+    torch.save({"w": _Plant(str(marker))}, export_dir / "model.safetensors")
+    with pytest.raises(ExportError, match="is not a safetensors file"):
+        load_encoder(export_dir)
+    assert not marker.exists()
+
+
+def _edit_config(folder, change):
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["fusion"].update({"class": "os.system"}),
+     r"fusion class 'os.system' is not an mmae class; allowed: \['mmae.fusion.AttentionFusion'"),
+    (lambda c: c["modalities"]["vector"].update({"class": "subprocess.Popen"}),
+     r"modality 'vector' class 'subprocess.Popen' is not an mmae class"),
+    (lambda c: c.update({"mmae_version": "7.0.0"}),
+     r"exported by mmae 7.0.0; this is mmae 0.1.0: major versions differ \(expected 0.x\)"),
+    (lambda c: c.update({"weights_sha256": "0" * 64}), r"SHA-256 .* does not match config.json's 0000"),
+])
+def test_tampered_or_foreign_configs_are_refused(export_dir, change, message):
+    _edit_config(export_dir, change)
+    with pytest.raises(ExportError, match=message):
+        load_encoder(export_dir)
+
+
+def test_missing_and_truncated_weights_are_reported(export_dir):
+    weights = export_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-20])
+    with pytest.raises(ExportError, match=r"does not match config\.json's .*truncated or was modified"):
+        load_encoder(export_dir)
+    weights.unlink()
+    with pytest.raises(ExportError, match=r"weights file .*model\.safetensors is missing"):
+        load_encoder(export_dir)
+    with pytest.raises(ExportError, match="no export directory"):
+        load_encoder(export_dir / "nope")
+
+
+def test_weights_of_another_shape_than_the_config_are_reported(export_dir):
+    _edit_config(export_dir, lambda c: c["encoder"].update({"latent_dim": 5}))
+    with pytest.raises(ExportError, match=r"does not match config\.json"):
+        load_encoder(export_dir)
+
+
+def test_unknown_modality_and_wrong_shapes_name_what_was_expected(export_dir):
+    encoder = load_encoder(export_dir)
+    with pytest.raises(InputError, match=r"unknown modality 'image'; this model was built for \['vector'\]"):
+        encoder({"image": torch.rand(1, 1, 8, 8)})
+    with pytest.raises(InputError,
+                       match=r"modality 'vector': expected a raw batch of shape \[B, 3\], got \[2, 4\]"):
+        encoder({"vector": torch.randn(2, 4)})
+
+
+def test_training_exports_the_best_model_and_the_cli_reexports_a_checkpoint(compose_cfg, tmp_path):
+    report, objects = train(compose_cfg("experiment=tiny", "logger=none",
+                                        "callbacks.progress_bar.refresh_rate=0", "model=vae", "fusion=mopoe"))
+    model = objects["module"].model.eval()
+    batch = next(iter(objects["datamodule"].val_dataloader()))
+    raw = {n: batch[n] for n in model.modalities}
+    expected = model.encoder(model.encoder.preprocess(raw), batch["present"]).code
+    encoder = load_encoder(tmp_path / "encoder")
+    torch.testing.assert_close(encoder(raw, batch["present"]), expected, atol=1e-6, rtol=0)
+    assert report["encoder"] == str(tmp_path / "encoder")
+
+    export_main([str(tmp_path / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "again")])
+    torch.testing.assert_close(load_encoder(tmp_path / "again")(raw, batch["present"]), expected,
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt").encoder(
+        model.encoder.preprocess(raw), batch["present"]).code, expected, atol=1e-6, rtol=0)

@@ -1,0 +1,80 @@
+"""Text through transformers (from a saved directory, frozen or not) and audio features."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from mmae.data.synthetic import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS
+from mmae.errors import ConfigError
+from mmae.modalities import AudioModality, TextModality
+from mmae.modalities.text import CharTokenizer
+from mmae.train import train
+
+TINY = ["experiment=tiny", "logger=none", "callbacks.progress_bar.refresh_rate=0"]
+
+
+@pytest.fixture(scope="module")
+def saved_bert(tmp_path_factory):
+    """A tiny BERT and word-level tokenizer saved with save_pretrained: no download."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *CLASS_WORDS, *PRIVATE_WORDS,
+             *(w for group in FACTOR_WORDS for w in group)]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                            cls_token="[CLS]", sep_token="[SEP]").save_pretrained(folder)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+# A frozen backbone is kept in eval mode on purpose (no dropout); Lightning points that out.
+@pytest.mark.filterwarnings("ignore:Found .* module\\(s\\) in eval mode:UserWarning")
+@pytest.mark.parametrize("freeze", [True, False])
+def test_a_saved_transformers_model_trains_frozen_or_not(compose_cfg, saved_bert, freeze):
+    report, objects = train(compose_cfg(
+        *TINY, "modality=[image,text]", f"modality.text.model={saved_bert}",
+        "modality.text.model_config=null", f"modality.text.freeze={str(freeze).lower()}",
+        "modality.text.max_length=8"))
+    trained = objects["module"].model.encoder.encoders["text"].backbone.state_dict()
+    original = BertModel.from_pretrained(saved_bert).state_dict()
+    unchanged = all(torch.equal(trained[k], original[k]) for k in original)
+    assert unchanged == freeze
+    assert 0 <= report["metrics"]["val/text/token_accuracy_all"] <= 1
+    text = objects["module"].model.modalities["text"]
+    sample = objects["datamodule"].dataset("val")[0]["text"]
+    assert text.decode(sample.unsqueeze(0))[0].split()[1] in CLASS_WORDS  # words round-trip
+
+
+def test_text_reconstructions_decode_to_strings(compose_cfg):
+    _, objects = train(compose_cfg(*TINY, "modality=[vector,text]"))
+    model = objects["module"].model.eval()
+    batch = next(iter(objects["datamodule"].val_dataloader()))
+    logits = model({"vector": batch["vector"]}).reconstructions["text"]
+    strings = model.modalities["text"].decode(logits)
+    assert len(strings) == len(batch["vector"]) and all(isinstance(s, str) for s in strings)
+
+
+def test_char_tokenizer_round_trips_and_pads():
+    tokenizer = CharTokenizer()
+    ids = tokenizer.encode("Hello, world", max_length=16)
+    assert len(ids) == 16 and ids[-1] == tokenizer.pad_token_id
+    assert tokenizer.decode(ids) == "Hello, world"
+    with pytest.raises(ConfigError, match="give exactly one of model"):
+        TextModality()
+
+
+def test_log_mel_inverts_to_a_waveform_with_the_same_pitch():
+    audio = AudioModality(sample_rate=8000, duration=0.5, n_fft=256, hop_length=64, n_mels=64,
+                          hidden_channels=[8])
+    t = torch.arange(audio.num_samples) / audio.sample_rate
+    wave = torch.sin(2 * torch.pi * 440.0 * t).unsqueeze(0)
+    features = audio.build_preprocessor()(wave)
+    assert features.shape == (1, *audio.shape)
+    restored = audio.to_waveform(features, n_iter=32)
+    assert restored.shape == (1, audio.num_samples)
+    spectrum = torch.fft.rfft(restored[0]).abs()
+    peak = spectrum.argmax().item() * audio.sample_rate / audio.num_samples
+    assert abs(peak - 440.0) < 30.0
