@@ -253,6 +253,65 @@ def load_encoder(path: str | Path, sample: bool = False) -> FrozenEncoder:
     return FrozenEncoder(encoder, config, sample=sample)
 
 
+class _PositionalEncoder(nn.Module):
+    """The encoder with positional tensors (raw inputs, then presence masks), as ONNX needs."""
+
+    def __init__(self, encoder: FrozenEncoder):
+        super().__init__()
+        self.encoder = encoder
+        self.names = list(encoder.modalities)
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        n = len(self.names)
+        return self.encoder(dict(zip(self.names, tensors[:n], strict=True)),
+                            dict(zip(self.names, tensors[n:], strict=True)))
+
+
+def _example_inputs(encoder: FrozenEncoder, batch: int, generator: torch.Generator) -> list[Tensor]:
+    """Distinct random raw inputs for each modality, then masks with every sample covered."""
+    raw = []
+    for modality in encoder.modalities.values():
+        if modality.dtype_kind == "long":
+            high = getattr(modality, "vocab_size", 2)
+            raw.append(torch.randint(1, high, (batch, *modality.raw_shape), generator=generator))
+        elif modality.kind == "tabular":
+            raw.append(torch.zeros(batch, *modality.raw_shape))  # category index 0 is always valid
+        else:
+            raw.append(torch.rand(batch, *modality.raw_shape, generator=generator))
+    masks = torch.rand(batch, len(raw), generator=generator) < 0.6
+    masks[torch.arange(batch), torch.randint(len(raw), (batch,), generator=generator)] = True
+    return raw + [masks[:, i].clone() for i in range(len(raw))]
+
+
+def export_onnx(encoder: FrozenEncoder, path: str | Path) -> float | None:
+    """Write `encoder` as an ONNX graph (`torch.onnx.export(dynamo=True)`, dynamic batch) whose
+    inputs are the raw modalities then one presence mask each, in `encoder.modalities` order.
+
+    Returns the largest difference to PyTorch on a fresh random batch with missing modalities
+    (None when onnxruntime is not installed to check it).
+    """
+    try:
+        import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx extra: pip install 'mmae[onnx]'") from None
+    path = Path(path)
+    wrapper = _PositionalEncoder(encoder).eval()
+    names = [*wrapper.names, *(f"present_{n}" for n in wrapper.names)]
+    batch = torch.export.Dim("batch", min=1)
+    generator = torch.Generator().manual_seed(0)
+    examples = _example_inputs(encoder, 2, generator)
+    torch.onnx.export(wrapper, tuple(examples), path, dynamo=True, input_names=names,
+                      output_names=["code"], dynamic_shapes=(tuple({0: batch} for _ in examples),))
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path))
+    inputs = _example_inputs(encoder, 5, generator)
+    (output,) = session.run(None, {name: x.numpy() for name, x in zip(names, inputs, strict=True)})
+    return float((torch.from_numpy(output) - wrapper(*inputs)).abs().max())
+
+
 def load_checkpoint_model(checkpoint_path: str | Path) -> MultimodalAutoencoder:
     """The trained autoencoder of an mmae training checkpoint (loaded with weights_only=True)."""
     path = Path(checkpoint_path)
@@ -279,14 +338,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mmae-export", description=main.__doc__)
     parser.add_argument("checkpoint", help="a .ckpt written by mmae-train")
     parser.add_argument("--output", help="export directory (default: <run dir>/encoder)")
+    parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
+                        help="onnx: also write encoder.onnx, checked against PyTorch")
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     output = Path(args.output) if args.output else checkpoint.resolve().parent.parent / "encoder"
     try:
         export_encoder(load_checkpoint_model(checkpoint), output)
+        print(f"mmae-export: encoder written to {output}")
+        if args.format == "onnx":
+            error = export_onnx(load_encoder(output), output / "encoder.onnx")
+            check = ("not checked (install onnxruntime)" if error is None
+                     else f"max |ONNX - PyTorch| = {error:.2e} on a random batch")
+            print(f"mmae-export: ONNX graph written to {output / 'encoder.onnx'}; parity: {check}")
     except MMAEError as error:
         sys.exit(f"mmae-export: {error}")
-    print(f"mmae-export: encoder written to {output}")
 
 
 __all__ = ["ExportError", "FrozenEncoder", "InputError", "describe", "export_encoder", "load_encoder"]
