@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, InputError, MMAEError
+from mmae.errors import ConfigError, MMAEError
 from mmae.fusion import AttentionFusion, ConcatFusion, Fusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
 from mmae.modalities import MODALITY_KINDS
 from mmae.modalities.text import TextModality
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"mmae-export: {error}")
 
 
-__all__ = ["ExportError", "FrozenEncoder", "InputError", "describe", "export_encoder", "load_encoder"]
+__all__ = ["ExportError", "FrozenEncoder", "describe", "export_encoder", "export_onnx", "load_encoder"]
 
 if __name__ == "__main__":
     main()

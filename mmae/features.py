@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from mmae.config import build, compose_config
+from mmae.data.batch import SPLITS
 from mmae.errors import ConfigError, MMAEError
 from mmae.evaluate import Features, encode_batches
 from mmae.export import load_encoder
 from mmae.io import write_atomic
 
 FORMATS = (".npz", ".npy", ".parquet")
-SPLITS = ("train", "val", "test")
 
 
 def save_features(features: Features, path: str | Path) -> Path:

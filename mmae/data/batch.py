@@ -8,6 +8,9 @@ from torch import Tensor
 
 from mmae.errors import InputError
 
+#: The dataset splits every datamodule provides.
+SPLITS = ("train", "val", "test")
+
 
 def split_batch(batch: Mapping, modalities: Iterable[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Return the modality tensors and presence masks of `batch` for the named modalities.

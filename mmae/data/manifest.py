@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from mmae.data.batch import SPLITS
 from mmae.data.datamodule import MultimodalDataModule
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
 
-SPLITS = ("train", "val", "test")
 ON_ERROR = ("raise", "skip")
 FILE_KINDS = {"image", "audio"}  # kinds whose cells are file paths, checked up front
 

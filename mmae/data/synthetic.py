@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmae.data.batch import SPLITS
 from mmae.errors import ConfigError
 from mmae.modalities.base import Modality
-
-SPLITS = ("train", "val", "test")
 
 
 def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
