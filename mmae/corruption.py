@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mmae.errors import ConfigError
+from mmae.modalities.base import Modality
 
 Batch = tuple[dict[str, Tensor], dict[str, Tensor]]
 Corruption = Callable[..., Batch]
@@ -31,7 +32,8 @@ class ModalityDropout:
         self.p = p
 
     def __call__(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                 generator: torch.Generator | None = None) -> Batch:
+                 generator: torch.Generator | None = None,
+                 modalities: Mapping[str, Modality] | None = None) -> Batch:
         names = [n for n in inputs if n in present]
         if self.p == 0.0 or not names:
             return dict(inputs), dict(present)
@@ -55,7 +57,8 @@ class NoCorruption:
     """The identity: train a plain (non-denoising) autoencoder."""
 
     def __call__(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                 generator: torch.Generator | None = None) -> Batch:
+                 generator: torch.Generator | None = None,
+                 modalities: Mapping[str, Modality] | None = None) -> Batch:
         return dict(inputs), dict(present)
 
 
@@ -73,8 +76,17 @@ class _ElementNoise:
         raise NotImplementedError
 
     def __call__(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                 generator: torch.Generator | None = None) -> Batch:
-        noisy = {n: self.corrupt(x, generator) if self._applies(n, x) else x for n, x in inputs.items()}
+                 generator: torch.Generator | None = None,
+                 modalities: Mapping[str, Modality] | None = None) -> Batch:
+        noisy = {}
+        for name, x in inputs.items():
+            if not self._applies(name, x):
+                noisy[name] = x
+                continue
+            corrupted = self.corrupt(x, generator)
+            # A modality may protect some elements, e.g. the category indices of a table.
+            allowed = modalities[name].noise_mask(x) if modalities and name in modalities else None
+            noisy[name] = corrupted if allowed is None else torch.where(allowed, corrupted, x)
         return noisy, dict(present)
 
 
@@ -145,10 +157,11 @@ class Compose:
         self.steps = steps
 
     def __call__(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor],
-                 generator: torch.Generator | None = None) -> Batch:
+                 generator: torch.Generator | None = None,
+                 modalities: Mapping[str, Modality] | None = None) -> Batch:
         batch = dict(inputs), dict(present)
         for corruption in self.steps.values():
-            batch = corruption(*batch, generator=generator)
+            batch = corruption(*batch, generator=generator, modalities=modalities)
         return batch
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mmae.data.batch import split_batch
+from mmae.data.batch import split_batch, to_device
 from mmae.errors import ConfigError, DataError, MMAEError
 from mmae.export import FrozenEncoder
 from mmae.metrics import estimate_baselines, reconstruction_sums
@@ -43,22 +43,23 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
     was_training = encoder.training
     encoder.eval()
     code_of = _code_fn(encoder)
+    device = next(encoder.parameters()).device
     names = list(modalities or encoder.modalities)
     codes, labels, ids = [], [], []
     for batch in tqdm(batches, desc="encoding", disable=not progress):
         if batch is None:
             continue
-        raw, present = split_batch(batch, names)
+        raw, present = (to_device(part, device) for part in split_batch(batch, names))
         keep = torch.stack(list(present.values()), dim=1).any(dim=1)
         if keep.any():
             codes.append(code_of({n: x[keep] for n, x in raw.items()},
                                  {n: p[keep] for n, p in present.items()}))
-            labels.append(batch["label"][keep])
-            ids.append(batch["index"][keep])
+            labels.append(batch["label"][keep.cpu()])
+            ids.append(batch["index"][keep.cpu()])
     encoder.train(was_training)
     if not codes:
         raise DataError(f"no sample has any of the modalities {names}")
-    return Features(torch.cat(codes), torch.cat(labels), torch.cat(ids))
+    return Features(torch.cat(codes).cpu(), torch.cat(labels), torch.cat(ids))
 
 
 def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
@@ -68,7 +69,9 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
     Full-batch L-BFGS: deterministic, and exact enough that differences between feature sets
     reflect the features rather than the optimiser.
     """
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    if train_x.shape[0] < 2:
+        raise DataError(f"a linear probe needs at least 2 labelled training samples, got {train_x.shape[0]}")
+    mean, std = train_x.mean(0), train_x.std(0, unbiased=False).clamp_min(1e-6)
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     linear = torch.nn.Linear(train_x.shape[1], num_classes).double()
@@ -107,10 +110,11 @@ def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
     for batch in batches:
         if batch is None:
             continue
-        raw, present = split_batch(batch, encoder.modalities)
+        device = next(encoder.parameters()).device
+        raw, present = (to_device(part, device) for part in split_batch(batch, encoder.modalities))
         features = encoder.encoder.preprocess(raw)
         rows.append(torch.cat([features[n].float().flatten(1) * present[n].unsqueeze(1)
-                               for n in encoder.modalities], dim=1))
+                               for n in encoder.modalities], dim=1).cpu())
         labels.append(batch["label"])
         seen += len(batch["label"])
         if seen >= max_samples:
@@ -144,7 +148,8 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
     for batch in test_batches:
         if batch is None:
             continue
-        raw, present = split_batch(batch, model.modalities)
+        device = next(model.parameters()).device
+        raw, present = (to_device(part, device) for part in split_batch(batch, model.modalities))
         sums = reconstruction_sums(model, model.encoder.preprocess(raw), present, baselines)
         for key, (total, count) in sums.items():
             entry = totals.setdefault(key, [0.0, 0])
@@ -161,8 +166,8 @@ def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | 
     one alone, against PCA of the inputs with as many components as the code; cross-modal
     imputation errors when the full `model` is given."""
     train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
-    probes = {"all modalities": _probe(encode_batches(encoder, train_loader),
-                                       encode_batches(encoder, test_loader))}
+    train_codes, test_codes = encode_batches(encoder, train_loader), encode_batches(encoder, test_loader)
+    probes = {"all modalities": _probe(train_codes, test_codes)}
     for name in encoder.modalities:
         probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
                                         encode_batches(encoder, test_loader, [name]))
@@ -171,7 +176,8 @@ def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | 
     train_pca, test_pca = pca(train_x, test_x, encoder.latent_dim)
     probes[f"PCA-{encoder.latent_dim} of the inputs"] = _probe(
         Features(train_pca, train_y, train_y), Features(test_pca, test_y, test_y))
-    results = {"linear_probe_accuracy": probes}
+    results = {"samples": {"train": len(train_codes.codes), "test": len(test_codes.codes)},
+               "linear_probe_accuracy": probes}
     if model is not None:
         results["imputation"] = imputation_errors(model, train_loader, test_loader)
     return results
@@ -201,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     import json
     import sys
 
+    import yaml
     from omegaconf import OmegaConf
 
     from mmae.config import build, compose_config
@@ -210,9 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     overrides = sys.argv[1:] if argv is None else argv
     cfg = compose_config("evaluate", overrides)
     run = Path(cfg.run) if cfg.run else None
-    if run and (run / "config.yaml").is_file() and not any(o.startswith(("data", "seed")) for o in overrides):
-        trained = OmegaConf.load(run / "config.yaml")  # evaluate on the data the run trained on
-        cfg.data, cfg.seed = trained.data, trained.seed
+    switches_data = any(o.startswith(("data=", "+data=")) for o in overrides)
+    if run and (run / "config.yaml").is_file() and not switches_data:
+        # Evaluate on the data the run trained on, with this command's data.* overrides on top.
+        trained = OmegaConf.load(run / "config.yaml")
+        for override in overrides:
+            key, _, value = override.lstrip("+").partition("=")
+            if key.startswith("data."):
+                OmegaConf.update(trained, key, yaml.safe_load(value), force_add=True)
+        cfg.data = trained.data
     encoder_dir = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
         run / "checkpoints" / "best.ckpt" if run else None)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmae.errors import ConfigError
-from mmae.gaussian import Posterior, kl_to_standard_normal, product_of_experts
+from mmae.gaussian import LOGVAR_BOUNDS, Posterior, kl_to_standard_normal, product_of_experts
 from mmae.modalities.base import mlp
 
 
@@ -155,8 +155,7 @@ class ExpertFusion(Fusion):
                 params.append(zeros)
                 masks.append(torch.zeros(first.shape[0], dtype=torch.bool, device=first.device))
         mus, logvars = torch.stack(params, dim=1).chunk(2, dim=-1)
-        # Bounded log-variances keep exp() finite early in training.
-        return mus, logvars.clamp(-10.0, 10.0), torch.stack(masks, dim=1)
+        return mus, logvars.clamp(*LOGVAR_BOUNDS), torch.stack(masks, dim=1)
 
     def forward(self, embeddings: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Posterior:
         raise NotImplementedError

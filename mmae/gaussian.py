@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+#: Log-variances are clamped to this range so exp() stays finite early in training.
+LOGVAR_BOUNDS = (-10.0, 10.0)
+
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
     """Per-sample `KL(N(mu, diag(exp(logvar))) || N(0, I))`, summed over latent dimensions:

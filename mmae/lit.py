@@ -62,7 +62,8 @@ class AutoencoderModule(pl.LightningModule):
     def _losses(self, batch: dict, train: bool):
         raw, present = split_batch(batch, self.model.modalities)
         inputs = self.model.encoder.preprocess(raw)
-        seen, seen_present = self.corruption(inputs, present) if train else (inputs, present)
+        seen, seen_present = (self.corruption(inputs, present, modalities=self.model.modalities)
+                              if train else (inputs, present))
         if train and self.objective.needs_input_grad:
             seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
         output = self.model(seen, seen_present)
@@ -77,7 +78,8 @@ class AutoencoderModule(pl.LightningModule):
 
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every sample of the batch was skipped
-            return None
+            # A zero loss on the graph rather than None: under DDP every rank must run backward.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         self._count_skipped("train", batch)
         losses, inputs, _ = self._losses(batch, train=True)
         batch_size = next(iter(inputs.values())).shape[0]
@@ -100,6 +102,10 @@ class AutoencoderModule(pl.LightningModule):
     def _log_losses(self, stage: str, logged: dict[str, torch.Tensor], batch_size: int) -> None:
         sync = stage != "train"  # epoch-level validation metrics are reduced across ranks
         for name, value in logged.items():
+            if sync and not name.startswith("loss"):
+                # Parts are masked means over a subset of the batch: batch-size weighting would
+                # bias their epoch average. Validation reports them, weighted right, as val/<m>/*.
+                continue
             self.log(f"{stage}/{name}", value, batch_size=batch_size, prog_bar=name == "loss",
                      sync_dist=sync)
 

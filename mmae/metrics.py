@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from mmae.data.batch import split_batch
+from mmae.data.batch import split_batch, to_device
 from mmae.model import MultimodalAutoencoder
 
 Sums = dict[str, tuple[Tensor, Tensor]]
@@ -76,10 +76,12 @@ def estimate_baselines(model: MultimodalAutoencoder, batches: Iterable[Mapping],
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        raw, present = split_batch(batch, model.modalities)
-        features = model.encoder.preprocess({n: x.to(device) for n, x in raw.items()})
+        if batch is None:  # every sample of the batch was skipped (manifest on_error=skip)
+            continue
+        raw, present = (to_device(part, device) for part in split_batch(batch, model.modalities))
+        features = model.encoder.preprocess(raw)
         for name, modality in model.modalities.items():
-            mask = present[name].to(device)
+            mask = present[name]
             if not bool(mask.any()):
                 continue
             total = modality.baseline_sum(features[name][mask])
@@ -94,7 +96,7 @@ def imputation_summary(metrics: Mapping[str, float], modalities: Iterable[str]) 
     summary = {}
     for name in modalities:
         row = {
-            "recon_all": metrics.get(f"val/{name}/recon_all"),
+            "from_all": metrics.get(f"val/{name}/recon_all"),
             "from_others": metrics.get(f"val/{name}/recon_without_{name}"),
             "baseline_mean": metrics.get(f"val/{name}/baseline_mean"),
         }

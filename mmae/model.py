@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmae.errors import ConfigError, InputError
 from mmae.fusion import Fusion
-from mmae.gaussian import Posterior
+from mmae.gaussian import LOGVAR_BOUNDS, Posterior
 from mmae.modalities.base import Modality, mlp
 
 FusionFactory = Callable[[Sequence[str], int, int], Fusion]
@@ -72,10 +72,10 @@ def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
         mask = present.pop(name, None)
         if mask is None:
             mask = torch.ones(batch_size, dtype=torch.bool, device=x.device)
-        elif mask.dtype != torch.bool or tuple(mask.shape) != (batch_size,):
+        elif mask.dtype != torch.bool or tuple(mask.shape) != (batch_size,) or mask.device != x.device:
             raise InputError(
-                f"present['{name}']: expected a bool tensor of shape [{batch_size}], "
-                f"got {mask.dtype} of shape {list(mask.shape)}"
+                f"present['{name}']: expected a bool tensor of shape [{batch_size}] on {x.device}, "
+                f"got {mask.dtype} of shape {list(mask.shape)} on {mask.device}"
             )
         masks[name] = mask
     for name, mask in present.items():  # masks for modalities without a tensor
@@ -161,7 +161,7 @@ class MultimodalEncoder(nn.Module):
             return Encoding(fused.mu, fused)
         if self.posterior_head is not None:
             mu, logvar = self.posterior_head(fused).chunk(2, dim=-1)
-            posterior = Posterior.gaussian(mu, logvar.clamp(-10.0, 10.0))
+            posterior = Posterior.gaussian(mu, logvar.clamp(*LOGVAR_BOUNDS))
             return Encoding(mu, posterior)
         if self.latent_activation is not None:
             fused = LATENT_ACTIVATIONS[self.latent_activation](fused)
@@ -229,5 +229,5 @@ class MultimodalAutoencoder(nn.Module):
             raise ConfigError("generate() samples the prior of a VAE; this model is deterministic "
                               "(use model=vae)")
         device = next(self.parameters()).device
-        z = torch.randn(num_samples, self.latent_dim, generator=generator).to(device)
+        z = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
         return self.decoder(z)

@@ -215,6 +215,11 @@ class ContractivePenalty(LossTerm):
         _non_negative("ContractivePenalty", lam=lam)
         self.lam, self.method, self.num_projections = lam, method, num_projections
 
+    def check(self, model: MultimodalAutoencoder) -> None:
+        if all(m.dtype_kind != "float" for m in model.modalities.values()):
+            raise ConfigError("ContractivePenalty differentiates the code w.r.t. continuous inputs; "
+                              f"the modalities {list(model.modalities)} have none")
+
     def __call__(self, step: Step) -> TermValue:
         code = step.output.code
         method = self.method
@@ -251,6 +256,9 @@ class Objective:
     def check(self, model: MultimodalAutoencoder) -> None:
         for term in self.terms.values():
             term.check(model)
+        if model.variational and not any(isinstance(t, KLDivergence) for t in self.terms.values()):
+            raise ConfigError("a variational model needs the KL term: use model=vae (it adds "
+                              "objective.terms.kl), or add a mmae.objectives.KLDivergence term")
 
     def __call__(self, step: Step, with_input_grad: bool = True) -> LossOutput:
         """Sum every term; `with_input_grad=False` (validation) skips terms that need input grads."""

@@ -76,7 +76,7 @@ def format_imputation(report: dict) -> str:
     """A small table: can each modality be reconstructed from the others?"""
     lines = [f"{'modality':<12}{'from all':>12}{'from others':>14}{'mean baseline':>15}{'gain':>8}"]
     for name, row in report["imputation"].items():
-        cells = [row.get(k) for k in ("recon_all", "from_others", "baseline_mean")]
+        cells = [row.get(k) for k in ("from_all", "from_others", "baseline_mean")]
         text = "".join(f"{c:>{w}.4f}" if c is not None else f"{'-':>{w}}"
                        for c, w in zip(cells, (12, 14, 15), strict=True))
         gain = row.get("gain_over_baseline")

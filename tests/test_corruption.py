@@ -129,3 +129,16 @@ def test_compose_applies_dropout_then_noise():
 def test_bad_corruption_settings_are_rejected(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def test_noise_leaves_the_category_indices_of_a_table_alone():
+    from mmae.modalities import TabularModality
+
+    table = TabularModality(numeric=["a", "b"], categorical=["c"], categories={"c": ["x", "y", "z"]},
+                            mean=[0.0, 0.0], std=[1.0, 1.0])
+    features = torch.tensor([[0.5, -0.5, 2.0]] * 500)
+    present = {"table": torch.ones(500, dtype=torch.bool)}
+    for noise in (GaussianNoise(sigma=0.5), SaltAndPepper(fraction=1.0), MaskingNoise(fraction=1.0)):
+        noisy, _ = noise({"table": features}, present, modalities={"table": table})
+        assert torch.equal(noisy["table"][:, 2], features[:, 2])
+        assert not torch.equal(noisy["table"][:, :2], features[:, :2])

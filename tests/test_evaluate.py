@@ -98,3 +98,19 @@ def test_exported_features_beat_pca_of_the_inputs_on_the_default_job(compose_cfg
     assert probes["all modalities"] > probes["PCA-16 of the inputs"] + 0.1, probes
     for name, row in results["imputation"].items():
         assert row["from_others"] < 0.7 * row["baseline_mean"], (name, row)
+
+
+def test_probe_needs_two_training_samples():
+    from mmae.errors import DataError
+
+    with pytest.raises(DataError, match="at least 2 labelled training samples"):
+        linear_probe(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.zeros(3, 2),
+                     torch.zeros(3, dtype=torch.long))
+
+
+def test_eval_overrides_apply_on_top_of_the_runs_data(run, tmp_path):
+    folder, _ = run
+    eval_main([f"run={folder}", "data.batch_size=7", f"output={tmp_path / 'e.json'}"])
+    # The tiny run's 320 samples are kept (the default synthetic config has 4000).
+    results = json.loads((tmp_path / "e.json").read_text())
+    assert results["samples"] == {"train": 256, "test": 32}

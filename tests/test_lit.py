@@ -78,3 +78,10 @@ def test_an_unregularized_overcomplete_code_is_warned_about(small_modalities):
         warnings.simplefilter("error")
         AutoencoderModule(model, Objective({"r": ReconstructionLoss()}), optimizer=torch.optim.SGD,
                           corruption=ModalityDropout(0.3))
+
+
+def test_a_fully_skipped_batch_gives_a_zero_loss_every_rank_can_backpropagate(small_modalities):
+    module = _module(small_modalities, None)
+    loss = module.training_step(None, 0)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()

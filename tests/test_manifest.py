@@ -171,3 +171,16 @@ def test_training_on_a_manifest_beats_the_mean_baseline_for_every_modality(tmp_p
     for name, row in report["imputation"].items():
         assert row["from_others"] < row["baseline_mean"], (name, row)
     assert 0 < report["metrics"]["val/text/token_accuracy_all"] <= 1
+
+
+@pytest.mark.parametrize("labels, expected", [
+    (["3", "0", "7"], [3, 0, 7]),  # class indices are kept
+    (["1.5", "2.5", "0.5"], [1, 2, 0]),  # not indices: sorted values
+    (["-1", "0", "1"], [0, 1, 2]),  # -1 would collide with "unlabelled"
+    (["dog", "cat", "dog"], [1, 0, 1]),
+])
+def test_labels_become_class_indices_without_collisions(manifest, labels, expected):
+    for row in range(1, 13):
+        _edit(manifest, row, "label", labels[(row - 1) % 3])
+    dataset = _dataset(manifest)
+    assert [int(dataset[i]["label"]) for i in range(3)] == expected

@@ -77,7 +77,7 @@ def test_unknown_modality_and_bad_masks_are_reported(model):
 
 
 def test_image_size_must_allow_the_downsampling():
-    with pytest.raises(ConfigError, match=r"size 10x10 must be divisible by 2\*\*depth = 4"):
+    with pytest.raises(ConfigError, match=r"feature map 10x10 .* must be divisible by 2\*\*depth = 4"):
         ImageModality(size=10, hidden_channels=[8, 16])
 
 

@@ -158,3 +158,20 @@ def test_contractive_options_are_validated_and_skipped_without_input_grads():
     assert objective.needs_input_grad
     logged = objective(_step(), with_input_grad=False).logged
     assert "loss/contractive" not in logged and "loss/reconstruction" in logged
+
+
+def test_a_variational_model_without_the_kl_term_is_rejected(small_modalities):
+    model = MultimodalAutoencoder(small_modalities, MeanFusion, latent_dim=2, variational=True)
+    with pytest.raises(ConfigError, match="a variational model needs the KL term"):
+        Objective({"reconstruction": ReconstructionLoss()}).check(model)
+    Objective({"reconstruction": ReconstructionLoss(), "kl": KLDivergence()}).check(model)
+
+
+def test_contractive_needs_a_continuous_modality():
+    from mmae.modalities import TextModality
+
+    text = TextModality(model_config={"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                      "intermediate_size": 32}, max_length=4)
+    model = MultimodalAutoencoder({"text": text}, MeanFusion, latent_dim=2, embed_dim=8)
+    with pytest.raises(ConfigError, match="ContractivePenalty differentiates the code"):
+        ContractivePenalty().check(model)

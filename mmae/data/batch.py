@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import torch
 from torch import Tensor
 
 from mmae.errors import InputError
 
 #: The dataset splits every datamodule provides.
 SPLITS = ("train", "val", "test")
+
+
+def to_device(tensors: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {name: x.to(device) for name, x in tensors.items()}
 
 
 def split_batch(batch: Mapping, modalities: Iterable[str]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

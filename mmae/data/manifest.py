@@ -115,9 +115,13 @@ class ManifestDataset(Dataset):
         if not values:
             return None
         try:
-            return {str(v): int(float(v)) for v in values}
+            numbers = {str(v): float(v) for v in values}
         except ValueError:
-            return {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
+            numbers = None
+        if numbers is not None and all(n.is_integer() and n >= 0 for n in numbers.values()):
+            return {k: int(n) for k, n in numbers.items()}
+        # Strings, or numbers that are not class indices (1.5, -1): map sorted values to indices.
+        return {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
 
     def _splits(self, rows: list[dict], fractions: Sequence[float], seed: int) -> list[str]:
         if any(not _empty(r.get("split")) for r in rows):

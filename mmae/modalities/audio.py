@@ -104,12 +104,12 @@ class AudioModality(Modality):
         """Log-mel `[B, 1, n_mels, frames]` -> waveform `[B, num_samples]` (Griffin-Lim)."""
         from torchaudio.transforms import GriffinLim, InverseMelScale
 
-        power = (log_mel.squeeze(1).float().exp() - LOG_EPS).clamp_min(0.0)
-        # gelsd copes with the rank-deficient filter bank of many mels over few FFT bins.
-        inverse = InverseMelScale(self.n_fft // 2 + 1, self.n_mels, self.sample_rate,
-                                  driver="gelsd").to(power.device)
-        griffin_lim = GriffinLim(self.n_fft, n_iter=n_iter, hop_length=self.hop_length).to(power.device)
-        return fit_length(griffin_lim(inverse(power)), self.num_samples)
+        # On the CPU: the gelsd least-squares driver, which copes with the rank-deficient filter
+        # bank of many mels over few FFT bins, has no CUDA implementation.
+        power = (log_mel.detach().squeeze(1).float().cpu().exp() - LOG_EPS).clamp_min(0.0)
+        inverse = InverseMelScale(self.n_fft // 2 + 1, self.n_mels, self.sample_rate, driver="gelsd")
+        griffin_lim = GriffinLim(self.n_fft, n_iter=n_iter, hop_length=self.hop_length)
+        return fit_length(griffin_lim(inverse(power)), self.num_samples).to(log_mel.device)
 
     def config(self) -> dict:
         return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,

@@ -68,6 +68,10 @@ class Modality(ABC):
         column) when it cannot."""
         raise ConfigError(f"{type(self).__name__} cannot be read from a manifest")
 
+    def noise_mask(self, features: Tensor) -> Tensor | None:
+        """Which feature elements denoising corruptions may change (None: all of them)."""
+        return None
+
     def reconstruction_loss(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         """Per-sample loss `[B]`; the default is the mean squared error over all elements."""
         return (reconstruction - target).pow(2).flatten(1).mean(dim=1)

@@ -18,7 +18,8 @@ def bottleneck_shape(owner: str, height: int, width: int,
     factor = 2 ** len(hidden_channels)
     if height % factor or width % factor:
         raise ConfigError(
-            f"{owner}: size {height}x{width} must be divisible by 2**depth = {factor} "
+            f"{owner}: feature map {height}x{width} (image size; for audio n_mels x frames) must be "
+            f"divisible by 2**depth = {factor} "
             f"(depth = len(hidden_channels) = {len(hidden_channels)})"
         )
     return hidden_channels[-1], height // factor, width // factor

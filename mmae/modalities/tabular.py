@@ -132,6 +132,12 @@ class TabularModality(Modality):
         self._require_fitted()
         return mlp([hidden_dim, *self.hidden[::-1], len(self.numeric) + sum(self.cardinalities)])
 
+    def noise_mask(self, features: Tensor) -> Tensor:
+        """Only the numeric columns: noise on a category index would make it another category."""
+        mask = torch.zeros(features.shape[-1], dtype=torch.bool, device=features.device)
+        mask[: len(self.numeric)] = True
+        return mask
+
     def _split(self, reconstruction: Tensor) -> tuple[Tensor, list[Tensor]]:
         n = len(self.numeric)
         return reconstruction[:, :n], list(reconstruction[:, n:].split(self.cardinalities, dim=1))
