@@ -90,22 +90,22 @@ def _fusion_factory(description: Mapping):
     return lambda modalities, embed_dim, latent_dim: cls(modalities, embed_dim, latent_dim, **options)
 
 
+def _encoder_options(description: Mapping) -> dict:
+    keys = ("embed_dim", "latent_dim", "variational", "latent_activation")
+    return {key: description["encoder"][key] for key in keys}
+
+
 def build_model(description: Mapping) -> MultimodalAutoencoder:
     """The full autoencoder of a description (untrained weights)."""
-    encoder = description["encoder"]
     return MultimodalAutoencoder(_build_modalities(description), _fusion_factory(description),
-                                 latent_dim=encoder["latent_dim"], embed_dim=encoder["embed_dim"],
                                  decoder_hidden=description["decoder"]["hidden"],
-                                 variational=encoder["variational"],
-                                 latent_activation=encoder["latent_activation"])
+                                 **_encoder_options(description))
 
 
 def build_encoder(description: Mapping, root: Path | None = None) -> MultimodalEncoder:
     """The encoder of a description (untrained weights); `root` resolves exported tokenizers."""
-    encoder = description["encoder"]
     return MultimodalEncoder(_build_modalities(description, root), _fusion_factory(description),
-                             encoder["embed_dim"], encoder["latent_dim"], encoder["variational"],
-                             encoder["latent_activation"])
+                             **_encoder_options(description))
 
 
 def sha256(path: Path) -> str:

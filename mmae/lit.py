@@ -69,7 +69,7 @@ class AutoencoderModule(pl.LightningModule):
         output = self.model(seen, seen_present)
         step = Step(self.model.modalities, output, inputs, present, inputs=seen,
                     global_step=self.global_step if train else None)
-        return self.objective(step, with_input_grad=train), inputs, present
+        return self.objective(step, with_input_grad=train), step
 
     def _count_skipped(self, stage: str, batch: dict) -> None:
         if "skipped" in batch:  # samples a manifest with on_error=skip could not load
@@ -81,8 +81,8 @@ class AutoencoderModule(pl.LightningModule):
             # A zero loss on the graph rather than None: under DDP every rank must run backward.
             return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         self._count_skipped("train", batch)
-        losses, inputs, _ = self._losses(batch, train=True)
-        batch_size = next(iter(inputs.values())).shape[0]
+        losses, step = self._losses(batch, train=True)
+        batch_size = next(iter(step.targets.values())).shape[0]
         self._log_losses("train", losses.logged, batch_size)
         return losses.total
 
@@ -90,10 +90,11 @@ class AutoencoderModule(pl.LightningModule):
         if batch is None:
             return
         self._count_skipped("val", batch)
-        losses, inputs, present = self._losses(batch, train=False)
-        batch_size = next(iter(inputs.values())).shape[0]
+        losses, step = self._losses(batch, train=False)
+        batch_size = next(iter(step.targets.values())).shape[0]
         self._log_losses("val", losses.logged, batch_size)
-        sums = reconstruction_sums(self.model, inputs, present, self.baselines)
+        # The objective's forward pass on the clean batch doubles as the "from all" evaluation.
+        sums = reconstruction_sums(self.model, step.targets, step.present, self.baselines, step.output)
         for name, (total, count) in sums.items():
             n = int(count)
             if n:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from mmae.data.batch import split_batch, to_device
-from mmae.model import MultimodalAutoencoder
+from mmae.model import AutoencoderOutput, MultimodalAutoencoder
 
 Sums = dict[str, tuple[Tensor, Tensor]]
 
@@ -32,15 +32,17 @@ def _add_all(sums: Sums, name: str, suffix: str, modality, reconstruction: Tenso
 @torch.no_grad()
 def reconstruction_sums(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
                         present: Mapping[str, Tensor],
-                        baselines: Mapping[str, Tensor] | None = None) -> Sums:
+                        baselines: Mapping[str, Tensor] | None = None,
+                        output: AutoencoderOutput | None = None) -> Sums:
     """Per metric name, the (sum of per-sample values, number of samples) over one batch of
     features. Returning sums rather than means lets the caller weight batches correctly.
 
-    `baselines` holds each modality's "training mean" prediction of one sample.
+    `baselines` holds each modality's "training mean" prediction of one sample; `output` is the
+    model's output on the full batch when the caller already has it.
     """
     modalities = model.modalities
     sums: Sums = {}
-    output = model(inputs, present)
+    output = model(inputs, present) if output is None else output
     for name, modality in modalities.items():
         _add_all(sums, name, "all", modality, output.reconstructions[name], inputs[name], present[name])
         if baselines is not None and name in baselines:
