@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 
+from mmae import random_state
 from mmae.corruption import NoCorruption
 from mmae.data.batch import split_batch
 from mmae.export import describe
@@ -58,6 +60,8 @@ class AutoencoderModule(pl.LightningModule):
         self.corruption = corruption or NoCorruption()
         self.baseline_batches = baseline_batches
         self.baselines: dict[str, torch.Tensor] | None = None
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._resumed_random_state: dict | None = None
 
     def _losses(self, batch: dict, train: bool):
         raw, present = split_batch(batch, self.model.modalities)
@@ -96,9 +100,29 @@ class AutoencoderModule(pl.LightningModule):
         # The objective's forward pass on the clean batch doubles as the "from all" evaluation.
         sums = reconstruction_sums(self.model, step.targets, step.present, self.baselines, step.output)
         for name, (total, count) in sums.items():
-            n = int(count)
-            if n:
-                self.log(f"val/{name}", total / n, batch_size=n, sync_dist=True)
+            pair = torch.stack([total.double(), count.double()])
+            self._val_sums[name] = self._val_sums[name] + pair if name in self._val_sums else pair
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def on_validation_epoch_end(self) -> None:
+        """Log `val/<metric>` = sum / count over the whole validation set, on every rank.
+
+        Summing before dividing weights every sample equally (batches differ in how many
+        samples hold each modality), and gathering the metric names first keeps the ranks'
+        collectives aligned even when one rank saw no sample of some modality.
+        """
+        names = sorted(_union_over_ranks(self._val_sums))
+        if not names:
+            return
+        zero = torch.zeros(2, dtype=torch.float64, device=self.device)
+        pairs = torch.stack([self._val_sums.get(name, zero) for name in names])
+        pairs = self.trainer.strategy.reduce(pairs, reduce_op="sum")
+        for name, (total, count) in zip(names, pairs, strict=True):
+            if count > 0:
+                # Already reduced; sync_dist only keeps Lightning from warning under DDP.
+                self.log(f"val/{name}", (total / count).float(), sync_dist=True)
 
     def _log_losses(self, stage: str, logged: dict[str, torch.Tensor], batch_size: int) -> None:
         sync = stage != "train"  # epoch-level validation metrics are reduced across ranks
@@ -127,3 +151,38 @@ class AutoencoderModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["mmae_version"] = __version__
         checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
+        checkpoint["mmae_baselines"] = self.baselines
+        # Every rank's generators (called on all ranks; rank zero writes the file).
+        checkpoint["mmae_random_state"] = _gather_over_ranks(random_state.capture())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.baselines = checkpoint.get("mmae_baselines")
+        states = checkpoint.get("mmae_random_state")
+        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+            # This rank's state if the world size is unchanged; otherwise the checkpoint's
+            # rank-zero state (the run goes on, but no longer equals an uninterrupted one).
+            rank = self.global_rank if len(states) == self.trainer.world_size else 0
+            self._resumed_random_state = states[rank]
+
+    def on_train_start(self) -> None:
+        # Restored here, after loading and any sanity check, so the next draw is the one the
+        # uninterrupted run would have made.
+        if self._resumed_random_state is not None:
+            random_state.restore(self._resumed_random_state)
+            self._resumed_random_state = None
+
+
+def _union_over_ranks(names) -> set[str]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return set(names)
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(names))
+    return set().union(*gathered)
+
+
+def _gather_over_ranks(state: dict) -> list[dict]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, state)
+    return gathered

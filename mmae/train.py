@@ -2,41 +2,90 @@
 
 `mmae-train [overrides]` == `python -m mmae.train [overrides]`. `train(cfg)` is the same job
 for a config composed elsewhere (tests, notebooks) and returns `(metrics, objects)`.
+
+Under DDP every process runs this job; only global rank zero writes files (config.yaml,
+metrics.json, encoder/; Lightning writes the checkpoints and logs from rank zero too).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides
-from mmae.errors import MMAEError
+from mmae.errors import ConfigError, MMAEError
 from mmae.export import export_encoder
 from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
+from mmae.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
 
 
 def _build_all(group: DictConfig | None) -> list:
-    return [build(node) for node in (group or {}).values() if node is not None]
+    """One object for a node with a `_target_`, else one per non-null child node."""
+    if not group:
+        return []
+    if "_target_" in group:
+        return [build(group)]
+    return [build(node) for node in group.values() if node is not None]
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train on `cfg` and write checkpoints/, metrics.json and config.yaml to the output dir."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`last` -> the run's last.ckpt; any other value must be an existing file."""
+    if not ckpt_path:
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = (" (ckpt_path=last resumes the run in paths.output_dir: pass the run's directory)"
+                if ckpt_path == "last" else "")
+        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
+    """Refuse what Lightning #11300 breaks: a Hydra sweep whose runs re-launch the script."""
+    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise ConfigError(
+            "a Hydra multirun (-m) cannot use trainer.strategy=ddp: Lightning re-launches the "
+            "command line in every process, so each would run the whole sweep (Lightning #11300). "
+            "Use trainer.strategy=ddp_spawn for sweeps, or start each point as its own single run.")
+
+
+def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
+    """Compile in place: parameter names (state dict, checkpoint, export) stay unprefixed."""
+    kwargs = {k: v for k, v in (options or {}).items() if v is not None}
+    model.compile(**kwargs)
+
+
+def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
+    output dir. `multirun` says the job is one point of a Hydra sweep."""
+    with tracking_session():
+        return _train(cfg, multirun)
+
+
+def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir).resolve()
     pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
 
     modalities = build_modalities(cfg.modality)
     datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
     model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
+    if cfg.get("compile"):
+        _compile(model, cfg.get("compile_options"))
     module = AutoencoderModule(
         model=model,
         objective=build(cfg.objective),
@@ -48,11 +97,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     loggers = _build_all(cfg.get("logger"))
     trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
                                 logger=loggers or False)
-    if trainer.is_global_zero:
+    _check_launcher(trainer, multirun)
+    if trainer.is_global_zero:  # ranks are known once the Trainer exists
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {name: float(value) for name, value in results[0].items()}
@@ -66,7 +116,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         "imputation": imputation_summary(metrics, modalities),
     }
     if trainer.is_global_zero:
-        report["encoder"] = str(export_encoder(module.model, output_dir / "encoder"))
+        encoder_dir = export_encoder(module.model, output_dir / "encoder")
+        report["encoder"] = str(encoder_dir)
+        log_encoder_artifact(trainer.loggers, encoder_dir, report)
         write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
     return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
                     "output_dir": output_dir}
@@ -84,15 +136,39 @@ def format_imputation(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _explicit_output_dir(hydra_cfg: DictConfig) -> bool:
+    return any(o.lstrip("+").startswith("paths.output_dir=") for o in hydra_cfg.overrides.task)
+
+
+def _check_external_launch(hydra_cfg: DictConfig) -> None:
+    """torchrun and SLURM start every rank themselves: each composes its own config, so a
+    time-stamped default output dir could differ between ranks."""
+    external = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if external and not _explicit_output_dir(hydra_cfg):
+        raise ConfigError("under torchrun or SLURM every process composes its own config; pass "
+                          "paths.output_dir=DIR, the same for every process (e.g. runs/$SLURM_JOB_ID)")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
-    with open_dict(cfg):
-        cfg.paths.output_dir = HydraConfig.get().runtime.output_dir
-    report, objects = train(cfg)
+    hydra_cfg = HydraConfig.get()
+    try:
+        _check_external_launch(hydra_cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = hydra_cfg.runtime.output_dir
+        report, objects = train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+    except MMAEError as error:  # a config or data problem: the message, not a traceback
+        sys.exit(f"mmae-train: {error}")
     if objects["trainer"].is_global_zero:
         print(format_imputation(report))
         print(f"mmae-train: outputs in {objects['output_dir']} "
               "(checkpoints/, encoder/, metrics.json, config.yaml)")
+
+
+def _default_trainer(overrides: list[str]) -> list[str]:
+    """`trainer=gpu` when a GPU is visible and the command line chose no trainer."""
+    chose = any(o.lstrip("+~").split("=")[0] == "trainer" for o in overrides)
+    return [] if chose or not torch.cuda.is_available() else ["trainer=gpu"]
 
 
 def main() -> None:
@@ -101,6 +177,7 @@ def main() -> None:
         check_group_overrides(sys.argv[1:])
     except MMAEError as error:
         sys.exit(f"mmae-train: {error}")
+    sys.argv += _default_trainer(sys.argv[1:])
     _hydra_main()
 
 

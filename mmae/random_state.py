@@ -1,0 +1,30 @@
+"""The random state of a process (torch, CUDA, numpy, Python) as checkpoint-safe primitives,
+so a resumed run draws the same dropout masks and shuffles as an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def capture() -> dict:
+    """This process's generator states, as tensors and tuples (loadable with weights_only)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def restore(state: dict) -> None:
+    """Put the generators back to a state from `capture`."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    random.setstate(state["python"])

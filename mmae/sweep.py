@@ -1,0 +1,70 @@
+"""After a Hydra multirun: one table of every run's overrides and final metrics.
+
+Registered in `conf/train.yaml` under `hydra.callbacks`; writes `<sweep dir>/summary.md` and
+`summary.json` and prints the table, so a sweep ends with its answer on screen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mmae.io import write_text_atomic
+
+
+def _run_row(run_dir: Path) -> dict[str, Any]:
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+    row: dict[str, Any] = {"run": run_dir.name, "overrides": " ".join(overrides)}
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        row["status"] = "failed (no metrics.json)"
+        return row
+    report = json.loads(metrics_file.read_text())
+    row["status"] = "ok"
+    row["val/loss"] = report["metrics"].get("val/loss")
+    for name, imputation in report.get("imputation", {}).items():
+        row[f"{name} from others"] = imputation.get("from_others")
+        row[f"{name} gain"] = imputation.get("gain_over_baseline")
+    return row
+
+
+def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per run directory (numbered subdirs holding `.hydra/`), in run order."""
+    runs = [d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    runs.sort(key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
+    return [_run_row(d) for d in runs]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a Markdown table; columns in first-seen order, blanks as '-'."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summarise the sweep when every job has finished."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = sweep_rows(sweep_dir)
+        if not rows:
+            return
+        table = markdown_table(rows)
+        write_text_atomic(sweep_dir / "summary.md", table + "\n")
+        write_text_atomic(sweep_dir / "summary.json", json.dumps(rows, indent=2))
+        print(f"mmae-train: sweep of {len(rows)} runs in {sweep_dir}\n{table}")
