@@ -16,10 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from mmae.io import write_text_atomic
 
 
-def _run_row(run_dir: Path) -> dict[str, Any]:
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
-    row: dict[str, Any] = {"run": run_dir.name, "overrides": " ".join(overrides)}
+def _overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return list(OmegaConf.load(path)) if path.is_file() else []
+
+
+def _run_row(run_dir: Path, shared: set[str]) -> dict[str, Any]:
+    swept = [o for o in _overrides(run_dir) if o not in shared]
+    row: dict[str, Any] = {"run": run_dir.name, "overrides": " ".join(swept) or "-"}
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         row["status"] = "failed (no metrics.json)"
@@ -34,10 +38,13 @@ def _run_row(run_dir: Path) -> dict[str, Any]:
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per run directory (numbered subdirs holding `.hydra/`), in run order."""
+    """One row per run directory (numbered subdirs holding `.hydra/`), in run order; the
+    overrides column keeps what differs between runs (the swept values)."""
     runs = [d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
     runs.sort(key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
-    return [_run_row(d) for d in runs]
+    override_sets = [set(_overrides(d)) for d in runs]
+    shared = set.intersection(*override_sets) if len(runs) > 1 else set()
+    return [_run_row(d, shared) for d in runs]
 
 
 def _cell(value: Any) -> str:

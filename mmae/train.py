@@ -141,8 +141,11 @@ def _explicit_output_dir(hydra_cfg: DictConfig) -> bool:
 
 
 def _check_external_launch(hydra_cfg: DictConfig) -> None:
-    """torchrun and SLURM start every rank themselves: each composes its own config, so a
-    time-stamped default output dir could differ between ranks."""
+    """torchrun and `srun mmae-train` start every rank themselves: each composes its own
+    config, so a time-stamped default output dir could differ between ranks. (A sweep's
+    launcher, e.g. submitit, composes once and hands every rank the same config.)"""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return
     external = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if external and not _explicit_output_dir(hydra_cfg):
         raise ConfigError("under torchrun or SLURM every process composes its own config; pass "

@@ -21,7 +21,7 @@ from mmae.evaluate import encode_batches, hoyer_sparsity, linear_probe
 from mmae.train import train
 from mmae.variants import VARIANTS
 
-QUIET = ["logger=none", "callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
+QUIET = ["logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 
 
 def run_variant(overrides: list[str], extra: list[str]) -> dict:

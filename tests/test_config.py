@@ -18,9 +18,11 @@ def test_default_config_composes_with_the_documented_groups(compose_cfg):
     assert cfg.fusion._target_ == "mmae.fusion.MeanFusion"
     assert cfg.model._target_ == "mmae.model.MultimodalAutoencoder"
     assert cfg.corruption.p == 0.3
-    assert "csv" in cfg.logger
+    assert cfg.logger._target_.endswith("CSVLogger")
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.callbacks.progress_bar._target_.endswith("TQDMProgressBar")
     for group in ("data", "model", "fusion", "modality", "objective", "corruption", "trainer",
-                  "logger", "callbacks", "experiment", "paths"):
+                  "logger", "callbacks", "progress_bar", "experiment", "paths"):
         assert (CONFIG_DIR / group).is_dir(), group
 
 

@@ -14,7 +14,7 @@ from mmae.export import load_checkpoint_model
 from mmae.features import main as features_main
 from mmae.train import train
 
-TINY = ["experiment=tiny", "logger=none", "callbacks.progress_bar.refresh_rate=0"]
+TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_features_cli_rejects_bad_arguments(run, tmp_path, args, message):
 
 @pytest.mark.slow
 def test_exported_features_beat_pca_of_the_inputs_on_the_default_job(compose_cfg, tmp_path):
-    _, objects = train(compose_cfg("logger=none", "callbacks.progress_bar.refresh_rate=0"))
+    _, objects = train(compose_cfg("logger=none", "progress_bar=none"))
     results = evaluate(load_encoder(tmp_path / "encoder"), objects["datamodule"],
                        load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt"))
     probes = results["linear_probe_accuracy"]

@@ -180,7 +180,7 @@ def test_unknown_modality_and_wrong_shapes_name_what_was_expected(export_dir):
 
 def test_training_exports_the_best_model_and_the_cli_reexports_a_checkpoint(compose_cfg, tmp_path):
     report, objects = train(compose_cfg("experiment=tiny", "logger=none",
-                                        "callbacks.progress_bar.refresh_rate=0", "model=vae", "fusion=mopoe"))
+                                        "progress_bar=none", "model=vae", "fusion=mopoe"))
     model = objects["module"].model.eval()
     batch = next(iter(objects["datamodule"].val_dataloader()))
     raw = {n: batch[n] for n in model.modalities}

@@ -167,7 +167,7 @@ def test_tabular_statistics_come_from_the_training_split(manifest):
 def test_training_on_a_manifest_beats_the_mean_baseline_for_every_modality(tmp_path, compose_cfg):
     path = build_manifest(tmp_path / "data", rows=1000)
     report, _ = train(compose_cfg(*manifest_overrides(path), "trainer.max_epochs=12", "logger=none",
-                                  "callbacks.progress_bar.refresh_rate=0"))
+                                  "progress_bar=none"))
     for name, row in report["imputation"].items():
         assert row["from_others"] < row["baseline_mean"], (name, row)
     assert 0 < report["metrics"]["val/text/token_accuracy_all"] <= 1

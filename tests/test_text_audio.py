@@ -11,7 +11,7 @@ from mmae.modalities import AudioModality, TextModality
 from mmae.modalities.text import CharTokenizer
 from mmae.train import train
 
-TINY = ["experiment=tiny", "logger=none", "callbacks.progress_bar.refresh_rate=0"]
+TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 
 
 @pytest.fixture(scope="module")

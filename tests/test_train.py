@@ -8,7 +8,7 @@ import torch
 
 from mmae.train import train
 
-TINY = ["experiment=tiny", "logger=none", "callbacks.progress_bar.refresh_rate=0"]
+TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 
 
 def _read_metrics(path):
@@ -43,7 +43,7 @@ def test_checkpoint_holds_primitives_only(compose_cfg, tmp_path):
 
 
 def test_csv_logger_records_every_loss_term(compose_cfg, tmp_path):
-    train(compose_cfg("experiment=tiny", "logger=csv", "callbacks.progress_bar.refresh_rate=0"))
+    train(compose_cfg("experiment=tiny", "logger=csv", "progress_bar=none"))
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "train/loss/reconstruction", "train/reconstruction/image",
             "val/vector/recon_without_vector"} <= set(header)
@@ -59,7 +59,7 @@ def test_unknown_modality_in_loss_weights_fails_before_training(compose_cfg, tmp
 @pytest.mark.slow
 def test_default_job_reconstructs_each_modality_from_the_other(compose_cfg):
     """The main job as shipped: the shared latent carries cross-modal information."""
-    report, _ = train(compose_cfg("logger=none", "callbacks.progress_bar.refresh_rate=0"))
+    report, _ = train(compose_cfg("logger=none", "progress_bar=none"))
     for name, row in report["imputation"].items():
         assert row["gain_over_baseline"] >= 0.3, (name, row)
         assert row["from_all"] < row["from_others"]

@@ -6,7 +6,7 @@ from mmae.errors import ConfigError
 from mmae.train import train
 from mmae.variants import VARIANTS
 
-QUIET = ["experiment=small", "logger=none", "callbacks.progress_bar.refresh_rate=0",
+QUIET = ["experiment=small", "logger=none", "progress_bar=none",
          "trainer.enable_model_summary=false"]
 
 

@@ -236,7 +236,7 @@ class ManifestDataModule(MultimodalDataModule):
             return ManifestDataset(path, modalities, split, on_error, split_fractions, seed)
 
         super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
-                         collate_fn=collate_skipping)
+                         collate_fn=collate_skipping, seed=seed)
         train = self.dataset("train")
         if len(train) == 0:
             raise DataError(f"{train.path}: no usable training rows")

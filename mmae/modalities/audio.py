@@ -111,6 +111,13 @@ class AudioModality(Modality):
         griffin_lim = GriffinLim(self.n_fft, n_iter=n_iter, hop_length=self.hop_length)
         return fit_length(griffin_lim(inverse(power)), self.num_samples).to(log_mel.device)
 
+    def preview(self, features: Tensor, n_iter: int = 32) -> list:
+        """Float waveforms `[num_samples]` at `sample_rate` (Griffin-Lim of the log-mel),
+        scaled down where they would clip."""
+        waves = self.to_waveform(features, n_iter=n_iter).float().cpu()
+        peak = waves.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
+        return list((waves / peak).numpy())
+
     def config(self) -> dict:
         return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,
                 "hop_length": self.hop_length, "n_mels": self.n_mels,

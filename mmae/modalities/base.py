@@ -80,6 +80,11 @@ class Modality(ABC):
         """Extra per-sample metrics `[B]` reported at validation (e.g. token accuracy)."""
         return {}
 
+    def preview(self, features: Tensor) -> list | None:
+        """Per sample of a batch of features (inputs or reconstructions), something a person
+        can look at or listen to; None when the modality has nothing better than numbers."""
+        return None
+
     def baseline_sum(self, targets: Tensor) -> Tensor:
         """Sum over a batch of what the "predict the training mean" baseline averages."""
         return targets.double().sum(dim=0)

@@ -94,6 +94,14 @@ class ImageModality(Modality):
         tensor = torch.from_numpy(pixels)
         return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
+    def preview(self, features: Tensor) -> list[np.ndarray]:
+        """uint8 `[H, W, C]` pixels: features un-normalised (mean/std) and clamped to [0, 1]."""
+        x = features.detach().float().cpu()
+        if self.mean is not None:
+            x = x * torch.tensor(self.std).view(-1, 1, 1) + torch.tensor(self.mean).view(-1, 1, 1)
+        pixels = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return list(pixels.numpy())
+
     def config(self) -> dict:
         return {"channels": self.shape[0], "size": list(self.shape[1:]),
                 "hidden_channels": self.hidden_channels, "mean": self.mean, "std": self.std,

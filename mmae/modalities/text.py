@@ -171,6 +171,10 @@ class TextModality(Modality):
         ids = logits.argmax(-1) if logits.dim() == 3 else logits
         return [self.tokenizer.decode(row) for row in ids.tolist()]
 
+    def preview(self, features: Tensor) -> list[str]:
+        """The decoded strings (token ids, or a reconstruction's logits)."""
+        return self.decode(features.detach())
+
     def reconstruction_loss(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         losses = F.cross_entropy(reconstruction.transpose(1, 2), target, reduction="none")
         return losses.mean(dim=1)
