@@ -139,3 +139,21 @@ def log_encoder_artifact(loggers: Iterable, encoder_dir: str | Path, report: Map
                                   description="mmae encoder export (load with mmae.load_encoder)")
         artifact.add_dir(str(encoder_dir))
         run.log_artifact(artifact, aliases=["latest"])
+
+
+def previous_run_id(output_dir: str | Path) -> str | None:
+    """The id of the last W&B run logged under `output_dir` (wandb's `latest-run` link points
+    to `[offline-]run-<time>-<id>`), or None."""
+    latest = Path(output_dir) / "wandb" / "latest-run"
+    return latest.resolve().name.rsplit("-", 1)[-1] if latest.exists() else None
+
+
+def resume_arguments(logger_node: Mapping | None, output_dir: str | Path) -> dict:
+    """Extra WandbLogger arguments when a run resumes from its checkpoint: continue the run's
+    W&B run (same id) instead of starting a second one. Empty when the logger is not W&B or
+    names its run id itself."""
+    target = str((logger_node or {}).get("_target_", ""))
+    if not target.endswith("WandbLogger") or logger_node.get("id"):
+        return {}
+    run_id = previous_run_id(output_dir)
+    return {"id": run_id, "resume": "allow"} if run_id else {}

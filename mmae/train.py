@@ -29,16 +29,17 @@ from mmae.export import export_encoder
 from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
-from mmae.tracking import log_encoder_artifact, tracking_session
+from mmae.tracking import log_encoder_artifact, resume_arguments, tracking_session
 from mmae.version import __version__
 
 
-def _build_all(group: DictConfig | None) -> list:
-    """One object for a node with a `_target_`, else one per non-null child node."""
+def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
+    """One object for a node with a `_target_` (`kwargs` added to its arguments), else one
+    per non-null child node."""
     if not group:
         return []
     if "_target_" in group:
-        return [build(group)]
+        return [build(group, **kwargs)]
     return [build(node) for node in group.values() if node is not None]
 
 
@@ -94,7 +95,8 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         corruption=build(cfg.corruption),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
-    loggers = _build_all(cfg.get("logger"))
+    logger = cfg.get("logger")
+    loggers = _build_all(logger, **(resume_arguments(logger, output_dir) if ckpt_path else {}))
     trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
                                 logger=loggers or False)
     _check_launcher(trainer, multirun)

@@ -22,9 +22,9 @@ QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_
 STEPS_PER_EPOCH = 8
 
 
-def _run(args, cwd, timeout=400):
+def _run(args, cwd, timeout=400, env=None):
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     return result, result.stdout + result.stderr
 
 
@@ -60,14 +60,18 @@ def test_ddp_cpu_builds_two_processes_launched_by_lightning(compose_cfg):
 
 @pytest.mark.slow
 def test_ddp_cpu_through_hydra_writes_one_run(tmp_path):
-    run_dir = tmp_path / "run"
-    result, output = _run(["mmae-train", "trainer=ddp_cpu", "experiment=tiny", "logger=csv",
-                           "progress_bar=none", f"paths.output_dir={run_dir}"], cwd=tmp_path)
+    work, home = tmp_path / "work", tmp_path / "home"
+    work.mkdir()
+    run_dir = work / "run"
+    offline = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(home),
+               "WANDB_CACHE_DIR": str(home), "WANDB_CONFIG_DIR": str(home), "WANDB_DATA_DIR": str(home)}
+    result, output = _run(["mmae-train", "trainer=ddp_cpu", "experiment=tiny", "logger=wandb",
+                           "progress_bar=none", f"paths.output_dir={run_dir}"], cwd=work, env=offline)
     assert result.returncode == 0, output[-3000:]
     assert "distributed_backend=gloo" in output and "Starting with 2 processes" in output
     assert output.count("mmae-train: outputs in") == 1  # only rank zero reports
-    _assert_single_run_outputs(run_dir, tmp_path)
-    assert (run_dir / "csv" / "metrics.csv").is_file()
+    _assert_single_run_outputs(run_dir, work)
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from wandb_records import read_offline_run
+from wandb_records import read_offline_run, read_run
 
 import mmae.config  # noqa: F401 - registers the mmae.wandb_offline resolver
 from mmae import media
@@ -136,6 +136,16 @@ def test_a_failing_run_ends_its_wandb_run_and_restores_wandb_mode(compose_cfg, t
     assert after.disabled
     after.finish()
     wandb.teardown()
+
+
+def test_resuming_continues_the_same_wandb_run(compose_cfg, tmp_path, wandb_sandbox):
+    train(compose_cfg(*WANDB, *SMALL))
+    train(compose_cfg(*WANDB, *SMALL, "trainer.max_epochs=2", "ckpt_path=last"))
+    first, second = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    runs = [read_run(next(folder.glob("run-*.wandb"))) for folder in (first, second)]
+    assert runs[0].run_id == runs[1].run_id  # one W&B run, synced as one
+    steps = [row["trainer/global_step"] for row in runs[1].history if "train/loss" in row]
+    assert steps and min(steps) == 4  # the second epoch goes on from the first one's 4 steps
 
 
 def test_a_job_uses_its_own_mode_whatever_wandb_was_set_up_with(compose_cfg, tmp_path, wandb_sandbox,
