@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,9 @@ def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict
         return _train(cfg, multirun)
 
 
-def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    output_dir = Path(cfg.paths.output_dir).resolve()
-    pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-
+def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataModule]:
+    """The LightningModule (model compiled in place when `compile=true`) and the datamodule
+    that `cfg` describes: what `train` fits, and what a benchmark times."""
     modalities = build_modalities(cfg.modality)
     datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
     model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
@@ -95,6 +94,16 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         corruption=build(cfg.corruption),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    return module, datamodule
+
+
+def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+
+    module, datamodule = build_module(cfg)
+    modalities = module.model.modalities
     logger = cfg.get("logger")
     loggers = _build_all(logger, **(resume_arguments(logger, output_dir) if ckpt_path else {}))
     trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
@@ -104,7 +113,10 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         output_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {name: float(value) for name, value in results[0].items()}
