@@ -42,21 +42,33 @@ class ReconstructionMedia(pl.Callback):
         self.max_points = max_points
         self.griffin_lim_iters = griffin_lim_iters
         self._batch: dict | None = None  # the samples every epoch shows, read once
+        self._drawn_epoch: int | None = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._due(trainer):
+            self._draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Training stopped before its last epoch (early stopping): show where it ended."""
+        final = trainer.current_epoch - 1
+        if trainer.is_global_zero and final >= 0 and self._drawn_epoch not in (None, final):
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loggers = wandb_loggers(trainer.loggers)
-        if not loggers or not self._due(trainer) or not (loggers := recording(loggers)):
+        if not loggers or not (loggers := recording(loggers)):
             return
         # Griffin-Lim draws its initial phases: keep the training's random streams untouched.
         with torch.random.fork_rng(devices=[]):
             self._log(trainer, pl_module, loggers)
+        self._drawn_epoch = trainer.current_epoch
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != TrainerFn.FITTING:
             return False
         epoch = trainer.current_epoch + 1
         last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
-        return last or trainer.should_stop or epoch % self.every_n_epochs == 0
+        return last or epoch % self.every_n_epochs == 0
 
     def _samples(self, trainer: pl.Trainer) -> dict | None:
         if self._batch is None:

@@ -44,8 +44,8 @@ def check_group_overrides(overrides: Iterable[str]) -> None:
     """
     for override in overrides:
         match = _GROUP_OVERRIDE.match(override)
-        if not match or not (CONFIG_DIR / match["group"]).is_dir():
-            continue
+        if not match or match["group"].startswith("hydra/") or not (CONFIG_DIR / match["group"]).is_dir():
+            continue  # hydra/* groups live mostly in Hydra itself: its own check applies
         group, value = match["group"], match["value"].strip()
         if value == "null" or "$" in value or "(" in value:
             continue  # deletion, interpolation or sweep function: Hydra's business

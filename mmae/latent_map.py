@@ -1,7 +1,7 @@
 """A 2-D map of latent codes: a projection, and a scatter plot of it coloured by label.
 
-Plain functions of tensors and arrays, with no logger in sight: the training media, a PNG
-written by a command-line tool and a notebook all draw the same picture. Figures are built
+Plain functions of tensors and arrays, with no logger in sight, so that the training media,
+a PNG file and a notebook all draw the same picture. Figures are built
 on matplotlib's object API with the Agg canvas, never pyplot's global state, so drawing is
 thread-safe and needs no display.
 """

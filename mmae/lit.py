@@ -103,6 +103,12 @@ class AutoencoderModule(pl.LightningModule):
             pair = torch.stack([total.double(), count.double()])
             self._val_sums[name] = self._val_sums[name] + pair if name in self._val_sums else pair
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.world_size > 1:
+            # Every rank was seeded alike: without this, each would draw the same dropout masks
+            # and noise for the samples at the same batch positions.
+            random_state.offset_for_rank(self.global_rank)
+
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
 
@@ -113,7 +119,7 @@ class AutoencoderModule(pl.LightningModule):
         samples hold each modality), and gathering the metric names first keeps the ranks'
         collectives aligned even when one rank saw no sample of some modality.
         """
-        names = sorted(_union_over_ranks(self._val_sums))
+        names = sorted(self._union_over_ranks(self._val_sums))
         if not names:
             return
         zero = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -153,7 +159,7 @@ class AutoencoderModule(pl.LightningModule):
         checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
         checkpoint["mmae_baselines"] = self.baselines
         # Every rank's generators (called on all ranks; rank zero writes the file).
-        checkpoint["mmae_random_state"] = _gather_over_ranks(random_state.capture())
+        checkpoint["mmae_random_state"] = self._gather_over_ranks(random_state.capture())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.baselines = checkpoint.get("mmae_baselines")
@@ -171,18 +177,21 @@ class AutoencoderModule(pl.LightningModule):
             random_state.restore(self._resumed_random_state)
             self._resumed_random_state = None
 
+    def _distributed(self) -> bool:
+        # The trainer's world, not dist.is_initialized(): Lightning leaves a process group
+        # behind, which a later single-process fit in the same Python must not wait on.
+        return self._trainer is not None and self.trainer.world_size > 1
 
-def _union_over_ranks(names) -> set[str]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return set(names)
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(names))
-    return set().union(*gathered)
+    def _union_over_ranks(self, names) -> set[str]:
+        if not self._distributed():
+            return set(names)
+        gathered: list = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, sorted(names))
+        return set().union(*gathered)
 
-
-def _gather_over_ranks(state: dict) -> list[dict]:
-    if not (dist.is_available() and dist.is_initialized()):
-        return [state]
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, state)
-    return gathered
+    def _gather_over_ranks(self, state: dict) -> list[dict]:
+        if not self._distributed():
+            return [state]
+        gathered: list = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, state)
+        return gathered

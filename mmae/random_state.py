@@ -28,3 +28,13 @@ def restore(state: dict) -> None:
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     random.setstate(state["python"])
+
+
+def offset_for_rank(rank: int) -> None:
+    """Re-seed torch, numpy and Python with the current torch seed plus `rank`, so that DDP
+    ranks seeded alike draw different random numbers. (Not `seed_everything`: that would also
+    change PL_GLOBAL_SEED, which must stay equal on every rank for the data shards.)"""
+    seed = torch.initial_seed() + rank
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

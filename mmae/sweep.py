@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mmae.io import write_text_atomic
@@ -26,7 +28,7 @@ def _run_row(run_dir: Path, shared: set[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"run": run_dir.name, "overrides": " ".join(swept) or "-"}
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
-        row["status"] = "failed (no metrics.json)"
+        row["status"] = "failed or unfinished (no metrics.json)"
         return row
     report = json.loads(metrics_file.read_text())
     row["status"] = "ok"
@@ -62,16 +64,28 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summarise the sweep when every job has finished."""
+    """Hydra callback: rewrite the summary after every job, print it when the sweep ends.
+
+    Writing after each job keeps a summary even when a failing job stops the sweep (Hydra's
+    basic sweeper re-raises the failure before `on_multirun_end`)."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
-        rows = sweep_rows(sweep_dir)
-        if not rows:
-            return
-        table = markdown_table(rows)
-        write_text_atomic(sweep_dir / "summary.md", table + "\n")
-        write_text_atomic(sweep_dir / "summary.json", json.dumps(rows, indent=2))
-        print(f"mmae-train: sweep of {len(rows)} runs in {sweep_dir}\n{table}")
+        table = write_summary(sweep_dir)
+        if table:
+            print(f"mmae-train: sweep of {table.count(chr(10)) - 1} runs in {sweep_dir}\n{table}")
+
+
+def write_summary(sweep_dir: Path) -> str | None:
+    """Write `summary.md` and `summary.json` for the runs under `sweep_dir`; return the table."""
+    rows = sweep_rows(sweep_dir) if sweep_dir.is_dir() else []
+    if not rows:
+        return None
+    table = markdown_table(rows)
+    write_text_atomic(sweep_dir / "summary.md", table + "\n")
+    write_text_atomic(sweep_dir / "summary.json", json.dumps(rows, indent=2))
+    return table

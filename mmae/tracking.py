@@ -80,8 +80,11 @@ def wandb_credentials_configured() -> bool:
     netrc entry for the configured host (read with wandb's own netrc lookup)."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    from wandb.errors import AuthenticationError
-    from wandb.sdk.lib import urls, wbauth
+    try:  # wandb's own lookup (host from its settings); a private module, hence the fallback
+        from wandb.errors import AuthenticationError
+        from wandb.sdk.lib import urls, wbauth
+    except ImportError:
+        return _netrc_has(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
 
     host = os.environ.get("WANDB_BASE_URL") or urls.DEFAULT_BASE_URL
     try:
@@ -89,6 +92,16 @@ def wandb_credentials_configured() -> bool:
     except (ValueError, AuthenticationError):
         return True  # something is configured but wrong: let wandb itself say what
 
+
+def _netrc_has(base_url: str) -> bool:
+    """Whether ~/.netrc (or $NETRC) holds a login for the host of `base_url`."""
+    import netrc
+    from urllib.parse import urlparse
+
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(urlparse(base_url).hostname) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
 
 def wandb_loggers(loggers: Iterable) -> list:
     """The WandbLoggers among `loggers` (a type check: wandb is not imported, no run starts)."""
@@ -147,13 +160,3 @@ def previous_run_id(output_dir: str | Path) -> str | None:
     latest = Path(output_dir) / "wandb" / "latest-run"
     return latest.resolve().name.rsplit("-", 1)[-1] if latest.exists() else None
 
-
-def resume_arguments(logger_node: Mapping | None, output_dir: str | Path) -> dict:
-    """Extra WandbLogger arguments when a run resumes from its checkpoint: continue the run's
-    W&B run (same id) instead of starting a second one. Empty when the logger is not W&B or
-    names its run id itself."""
-    target = str((logger_node or {}).get("_target_", ""))
-    if not target.endswith("WandbLogger") or logger_node.get("id"):
-        return {}
-    run_id = previous_run_id(output_dir)
-    return {"id": run_id, "resume": "allow"} if run_id else {}

@@ -30,7 +30,8 @@ from mmae.export import export_encoder
 from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
-from mmae.tracking import log_encoder_artifact, resume_arguments, tracking_session
+from mmae.resume import check_resumable, logger_arguments, resolve_ckpt_path
+from mmae.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
 
 
@@ -44,25 +45,17 @@ def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
     return [build(node) for node in group.values() if node is not None]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """`last` -> the run's last.ckpt; any other value must be an existing file."""
-    if not ckpt_path:
-        return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if not path.is_file():
-        hint = (" (ckpt_path=last resumes the run in paths.output_dir: pass the run's directory)"
-                if ckpt_path == "last" else "")
-        raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint}")
-    return str(path)
-
-
 def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
-    """Refuse what Lightning #11300 breaks: a Hydra sweep whose runs re-launch the script."""
-    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+    """Refuse what Lightning #11300 breaks: a Hydra sweep whose runs re-launch the script.
+    (Processes that SLURM or torchrun started are not re-launched: submitit sweeps are fine.)"""
+    relaunches = (isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+                  and not trainer.strategy.cluster_environment.creates_processes_externally)
+    if multirun and relaunches:
         raise ConfigError(
             "a Hydra multirun (-m) cannot use trainer.strategy=ddp: Lightning re-launches the "
             "command line in every process, so each would run the whole sweep (Lightning #11300). "
-            "Use trainer.strategy=ddp_spawn for sweeps, or start each point as its own single run.")
+            "Use trainer.strategy=ddp_spawn for sweeps, hydra/launcher=submitit_slurm on SLURM, "
+            "or start each point as its own single run.")
 
 
 def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
@@ -101,11 +94,13 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     output_dir = Path(cfg.paths.output_dir).resolve()
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path:
+        check_resumable(ckpt_path, cfg)
 
     module, datamodule = build_module(cfg)
     modalities = module.model.modalities
     logger = cfg.get("logger")
-    loggers = _build_all(logger, **(resume_arguments(logger, output_dir) if ckpt_path else {}))
+    loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
     trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
                                 logger=loggers or False)
     _check_launcher(trainer, multirun)

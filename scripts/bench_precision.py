@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=100)
     args, overrides = parser.parse_known_args()
-    device = torch.cuda.get_device_name() if args.trainer == "gpu" else f"CPU, {torch.get_num_threads()} threads"
+    device = (torch.cuda.get_device_name() if args.trainer == "gpu"
+              else f"CPU, {torch.get_num_threads()} threads")
     rates = {name: measure(args.trainer, [*extra, *overrides], args.warmup, args.steps)
              for name, extra in VARIANTS.items()}
     baseline = rates["fp32 eager"]

@@ -1,8 +1,11 @@
 """Resuming with `ckpt_path`: a 1 + 1 epoch run ends exactly where a 2-epoch run does."""
 
+import csv
+
 import pytest
 import torch
 
+from mmae import random_state
 from mmae.errors import ConfigError
 from mmae.train import train
 
@@ -61,3 +64,46 @@ def test_resume_without_a_checkpoint_says_which_run_to_pass(compose_in, tmp_path
         train(compose_in(tmp_path / "fresh", "ckpt_path=last"))
     with pytest.raises(ConfigError, match=r"no checkpoint at /nowhere/x\.ckpt"):
         train(compose_in(tmp_path / "fresh", "ckpt_path=/nowhere/x.ckpt"))
+
+
+def test_auto_starts_afresh_then_continues(compose_in, tmp_path):
+    run = tmp_path / "run"
+    train(compose_in(run, "trainer.max_epochs=1", "ckpt_path=auto"))  # nothing to resume: a start
+    assert _last_checkpoint(run)["epoch"] == 0
+    train(compose_in(run, "trainer.max_epochs=2", "ckpt_path=auto"))  # requeued: goes on
+    assert _last_checkpoint(run)["global_step"] == 16
+
+
+def test_resuming_with_another_model_names_the_difference(compose_in, tmp_path):
+    run = tmp_path / "run"
+    train(compose_in(run, "trainer.max_epochs=1"))
+    with pytest.raises(ConfigError, match=r"its model differs.*model\.latent_dim: 8 -> 4"):
+        train(compose_in(run, "trainer.max_epochs=2", "ckpt_path=last", "model.latent_dim=4"))
+    with pytest.warns(UserWarning, match=r"corruption\.p: 0\.3 -> 0\.5.*will not equal"):
+        train(compose_in(run, "trainer.max_epochs=2", "ckpt_path=last", "corruption.p=0.5"))
+
+
+def _training_epochs(path) -> set[str]:
+    """The epochs that have training-loss rows in a CSV log."""
+    rows = list(csv.DictReader(path.open()))
+    return {row["epoch"] for row in rows if row["train/loss"]}
+
+
+def test_resuming_keeps_the_first_part_of_the_csv_log(compose_in, tmp_path):
+    run = tmp_path / "run"
+    train(compose_in(run, "trainer.max_epochs=1", "logger=csv"))
+    train(compose_in(run, "trainer.max_epochs=2", "logger=csv", "ckpt_path=last"))
+    first = _training_epochs(run / "csv" / "metrics.csv")
+    second = _training_epochs(run / "csv" / "resumed-1" / "metrics.csv")
+    assert (first, second) == ({"0"}, {"1"})
+
+def test_ranks_draw_different_numbers_after_the_offset():
+    draws = []
+    for rank in (0, 1):
+        torch.manual_seed(42)
+        random_state.offset_for_rank(rank)
+        draws.append(torch.rand(4))
+    assert not torch.equal(draws[0], draws[1])
+    torch.manual_seed(42)
+    random_state.offset_for_rank(1)
+    assert torch.equal(torch.rand(4), draws[1])  # still seeded: reproducible per rank

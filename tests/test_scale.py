@@ -13,9 +13,9 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mmae import load_encoder
-from mmae.config import build, is_rank_zero_process
+from mmae.config import build, check_group_overrides, is_rank_zero_process
 from mmae.errors import ConfigError
-from mmae.train import _build_all, _check_external_launch, _default_trainer, train
+from mmae.train import _build_all, _check_external_launch, _check_launcher, _default_trainer, train
 
 QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 # Each tiny run: 256 training samples in batches of 32.
@@ -85,6 +85,29 @@ def test_torchrun_launch_writes_one_run(tmp_path):
     _assert_single_run_outputs(run_dir, tmp_path)
 
 
+SLURM_TASK = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "mmae",
+              "SLURM_NODELIST": "node1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+              "SLURM_JOB_ID": "7"}
+
+
+def test_a_sweep_may_use_ddp_where_slurm_starts_the_processes(compose_cfg, monkeypatch):
+    """Lightning re-launches only processes it starts itself; SLURM tasks (submitit) it does not."""
+    cfg = compose_cfg(*QUIET, "trainer=ddp_cpu")
+    local = build(cfg.trainer, logger=False)
+    with pytest.raises(ConfigError, match="Lightning #11300"):
+        _check_launcher(local, multirun=True)
+    _check_launcher(local, multirun=False)
+    for var, value in SLURM_TASK.items():
+        monkeypatch.setenv(var, value)
+    _check_launcher(build(cfg.trainer, logger=False), multirun=True)
+
+
+def test_hydra_s_own_groups_are_left_to_hydra(compose_cfg):
+    check_group_overrides(["hydra/job_logging=stdout", "hydra/launcher=submitit_local"])
+    cfg = compose_cfg("hydra/job_logging=stdout")  # replaces mmae's rank_zero logging cleanly
+    assert cfg.seed == 42
+
+
 def test_external_launch_without_an_output_dir_is_refused(monkeypatch):
     def hydra_cfg(*overrides, mode=RunMode.RUN):
         return OmegaConf.create({"mode": mode, "overrides": {"task": list(overrides)}})
@@ -134,6 +157,17 @@ def test_sweep_with_ddp_spawn_writes_each_run_and_a_summary(tmp_path):
         assert row["val/loss"] == pytest.approx(metrics["val/loss"]) and row["status"] == "ok"
     assert "| model.latent_dim=8 |" in (sweep / "summary.md").read_text()
     assert "mmae-train: sweep of 2 runs" in output
+
+
+@pytest.mark.slow
+def test_a_failing_point_still_leaves_a_summary(tmp_path):
+    sweep = tmp_path / "sweep"
+    result, output = _run(["mmae-train", "-m", *QUIET, "trainer.max_epochs=1", "optimizer.lr=0.002,-1",
+                           f"paths.output_dir={sweep}"], cwd=tmp_path)
+    assert result.returncode != 0 and "Invalid learning rate" in output
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert [(row["overrides"], row["status"]) for row in rows] == [
+        ("optimizer.lr=0.002", "ok"), ("optimizer.lr=-1", "failed or unfinished (no metrics.json)")]
 
 
 @pytest.mark.slow

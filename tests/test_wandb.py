@@ -190,14 +190,13 @@ def test_media_are_drawn_every_n_epochs_and_at_the_last(every, due):
 
     def trainer(epoch, **changes):
         state = {"sanity_checking": False, "is_global_zero": True, "current_epoch": epoch, "max_epochs": 7,
-                 "should_stop": False, "state": SimpleNamespace(fn=TrainerFn.FITTING), **changes}
+                 "state": SimpleNamespace(fn=TrainerFn.FITTING), **changes}
         return SimpleNamespace(**state)
 
     assert [e for e in range(7) if callback._due(trainer(e))] == due
     assert not callback._due(trainer(6, sanity_checking=True))
     assert not callback._due(trainer(6, is_global_zero=False))
     assert not callback._due(trainer(6, state=SimpleNamespace(fn=TrainerFn.VALIDATING)))
-    assert callback._due(trainer(0, should_stop=True))  # early stopping: the last epoch
 
 
 def test_offline_by_default_only_without_a_key_or_a_mode(wandb_sandbox, monkeypatch, tmp_path):
