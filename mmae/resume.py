@@ -18,9 +18,9 @@ from mmae.tracking import previous_run_id
 ARCHITECTURE = ("modality", "model", "fusion")
 #: Settings a resumed run may change without changing what it computes.
 FREE = ("ckpt_path", "paths", "logger", "callbacks", "compile", "compile_options",
-        "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.enable_progress_bar",
-        "trainer.enable_model_summary", "trainer.log_every_n_steps", "data.num_workers",
-        "data.pin_memory")
+        "trainer.default_root_dir", "trainer.max_epochs", "trainer.max_steps", "trainer.max_time",
+        "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+        "data.num_workers", "data.pin_memory")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
