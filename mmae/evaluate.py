@@ -197,8 +197,14 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
+TASKS = ("probe", "anomaly")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`mmae-eval run=DIR [data=... data.path=...] [output=FILE]`: probes and imputation.
+    """`mmae-eval run=DIR [task=probe|anomaly] [data=... data.path=...] [output=FILE]`.
+
+    task=probe (default): linear probes and imputation; task=anomaly: anomaly scores from
+    reconstruction errors, AUROC / AP where the data marks anomalies.
 
     `run=DIR` is an mmae-train output directory: its encoder/, checkpoints/best.ckpt and, unless
     data is overridden, the data of its config.yaml. Or give `encoder=DIR` (probes only) and
@@ -230,20 +236,39 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
         run / "checkpoints" / "best.ckpt" if run else None)
     try:
-        if encoder_dir is None:
-            raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
-        encoder = load_encoder(encoder_dir)
-        model = load_checkpoint_model(checkpoint) if checkpoint else None
-        datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
-        results = evaluate(encoder, datamodule, model)
+        if cfg.task not in TASKS:
+            raise ConfigError(f"unknown task '{cfg.task}'; available: {', '.join(TASKS)}")
+        if cfg.task == "anomaly":
+            results, text = _anomaly_task(checkpoint, cfg)
+        else:
+            if encoder_dir is None:
+                raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
+            encoder = load_encoder(encoder_dir)
+            model = load_checkpoint_model(checkpoint) if checkpoint else None
+            datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
+            results = evaluate(encoder, datamodule, model)
+            text = format_results(results)
     except MMAEError as error:
         sys.exit(f"mmae-eval: {error}")
-    print(format_results(results))
-    output = Path(cfg.output) if cfg.output else (run / "eval.json" if run else None)
+    print(text)
+    default_name = "anomaly.json" if cfg.task == "anomaly" else "eval.json"
+    output = Path(cfg.output) if cfg.output else (run / default_name if run else None)
     if output is not None:
         write_text_atomic(output, json.dumps(results, indent=2))
         print(f"mmae-eval: results in {output}")
 
+
+def _anomaly_task(checkpoint: Path | None, cfg) -> tuple[dict, str]:
+    from mmae.anomaly import evaluate_anomalies, format_anomaly_results
+    from mmae.config import build
+    from mmae.export import load_checkpoint_model
+
+    if checkpoint is None:
+        raise ConfigError("task=anomaly needs the decoder: give run=DIR or checkpoint=FILE")
+    model = load_checkpoint_model(checkpoint)
+    datamodule = build(cfg.data, _partial_=True)(modalities=model.modalities)
+    results = evaluate_anomalies(model, datamodule)
+    return results, format_anomaly_results(results)
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ learnable up to the private part, and measurable against a mean baseline.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,39 @@ RENDERERS: dict[str, Callable[..., Tensor]] = {
 DISCRETE_KINDS = {"text"}
 
 
+def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
+                      modalities: Mapping[str, Modality], start: int, stop: int, rate: float,
+                      seed: int) -> Tensor:
+    """Make a `rate` fraction of pool samples `start:stop` anomalous, in place; return the flags.
+
+    Half are mismatched pairs (one view replaced by that modality's view of a sample of
+    another class: each view looks normal, together they disagree), half corrupted views
+    (one view replaced by noise of the view's own scale, or shuffled tokens). A sample with a
+    single modality present can only be corrupted. A generator of its own leaves every
+    normal sample as it is without anomalies.
+    """
+    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    names = list(modalities)
+    original = {n: v.clone() for n, v in views.items()}
+    count = stop - start
+    flags = torch.zeros(count, dtype=torch.bool)
+    flags[torch.randperm(count, generator=g)[: round(rate * count)]] = True
+    for offset in torch.nonzero(flags).flatten().tolist():
+        i = start + offset
+        present = [n for j, n in enumerate(names) if mask[i, j]]
+        name = present[int(torch.randint(len(present), (1,), generator=g))]
+        column = names.index(name)
+        if len(present) > 1 and bool(torch.rand(1, generator=g) < 0.5):
+            donors = torch.nonzero((labels != labels[i]) & mask[:, column]).flatten()
+            views[name][i] = original[name][donors[int(torch.randint(len(donors), (1,), generator=g))]]
+        elif modalities[name].kind in DISCRETE_KINDS:
+            views[name][i] = original[name][i][torch.randperm(original[name].shape[1], generator=g)]
+        else:
+            scale = original[name].std()
+            views[name][i] = original[name].mean() + scale * torch.randn(original[name][i].shape, generator=g)
+    return flags
+
+
 class SyntheticMultimodal(Dataset):
     """Deterministic by `seed`: the same arguments always give the same samples.
 
@@ -116,7 +149,8 @@ class SyntheticMultimodal(Dataset):
     def __init__(self, modalities: Mapping[str, Modality], split: str = "train",
                  num_samples: int = 4000, num_classes: int = 10, num_factors: int = 4,
                  private_factors: int = 2, noise: float = 0.05, missing_rate: float = 0.1,
-                 split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0):
+                 split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                 anomaly_rate: float = 0.0, anomaly_splits: Sequence[str] = ("val", "test")):
         if split not in SPLITS:
             raise ConfigError(f"SyntheticMultimodal: split must be one of {SPLITS}, got '{split}'")
         for name, modality in modalities.items():
@@ -125,6 +159,9 @@ class SyntheticMultimodal(Dataset):
                     f"SyntheticMultimodal cannot render modality '{name}' of kind "
                     f"'{modality.kind}'; it renders kinds {sorted(RENDERERS)}"
                 )
+        if not 0.0 <= anomaly_rate <= 1.0 or not set(anomaly_splits) <= set(SPLITS):
+            raise ConfigError(f"SyntheticMultimodal: anomaly_rate must be in [0, 1] and anomaly_splits "
+                              f"among {SPLITS}, got {anomaly_rate}, {list(anomaly_splits)}")
         if not 0.0 <= missing_rate < 1.0:
             raise ConfigError(f"SyntheticMultimodal: missing_rate must be in [0, 1), got {missing_rate}")
         if num_classes < 2 or num_factors < 1 or private_factors < 1:
@@ -155,6 +192,11 @@ class SyntheticMultimodal(Dataset):
         mask[emptied, rescue[emptied]] = True
 
         start, stop = self._bounds(split, num_samples, split_fractions)
+        anomaly = torch.zeros(num_samples, dtype=torch.bool)
+        if anomaly_rate > 0 and split in anomaly_splits:
+            anomaly[start:stop] = _inject_anomalies(views, mask, labels, modalities, start, stop,
+                                                    anomaly_rate, seed)
+        self.anomaly = anomaly[start:stop]
         self.labels = labels[start:stop]
         self.factors = factors[start:stop]
         self.present = {n: mask[start:stop, i].clone() for i, n in enumerate(modalities)}
@@ -181,4 +223,5 @@ class SyntheticMultimodal(Dataset):
         sample["label"] = self.labels[i]
         sample["factors"] = self.factors[i]
         sample["index"] = self.indices[i]
+        sample["anomaly"] = self.anomaly[i]
         return sample
