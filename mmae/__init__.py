@@ -4,8 +4,9 @@ The top-level namespace stays light (no Lightning, Hydra or W&B import) so that 
 encoder can be used from code that has none of the training stack.
 """
 
+from mmae.applications import denoise, generate, impute
 from mmae.errors import ConfigError, DataError, InputError, MMAEError
-from mmae.export import load_encoder
+from mmae.export import load_checkpoint_model, load_encoder
 from mmae.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
 from mmae.version import __version__
 
@@ -19,5 +20,9 @@ __all__ = [
     "MultimodalAutoencoder",
     "MultimodalEncoder",
     "__version__",
+    "denoise",
+    "generate",
+    "impute",
+    "load_checkpoint_model",
     "load_encoder",
 ]

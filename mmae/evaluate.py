@@ -161,12 +161,60 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
                    "baseline_mean": mean.get(f"{name}/baseline_mean")} for name in model.modalities}
 
 
-def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None) -> dict:
+@torch.no_grad()
+def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per continuous modality: the mean squared error to the clean features of the inputs
+    with Gaussian noise (`sigma`, on features, as in training) and of their denoised version."""
+    from mmae.applications import denoise
+    from mmae.corruption import GaussianNoise
+
+    noise, generator = GaussianNoise(sigma), torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    sums: dict[str, list[float]] = {}
+    for batch in batches:
+        if batch is None:
+            continue
+        raw, present = (to_device(part, device) for part in split_batch(batch, model.modalities))
+        clean = model.encoder.preprocess(raw)
+        noisy, _ = noise({n: x.cpu() for n, x in clean.items()}, present, generator, model.modalities)
+        noisy = to_device(noisy, device)
+        cleaned = denoise(model, noisy, present, preprocessed=True)
+        for name, x in clean.items():
+            if not torch.is_floating_point(x) or not present[name].any():
+                continue
+            rows = present[name]
+            entry = sums.setdefault(name, [0.0, 0.0, 0])
+            entry[0] += float((noisy[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
+            entry[1] += float((cleaned[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
+            entry[2] += int(rows.sum())
+    return {name: {"noisy": noisy_sum / n, "denoised": denoised_sum / n,
+                   "reduction": 1.0 - denoised_sum / noisy_sum if noisy_sum else None}
+            for name, (noisy_sum, denoised_sum, n) in sums.items()}
+
+
+def format_denoising(results: dict, sigma: float) -> str:
+    lines = [f"denoising (test, Gaussian noise sigma={sigma})", f"  {'modality':<14}{'noisy':>12}"
+             f"{'denoised':>12}{'reduction':>11}"]
+    for name, row in results.items():
+        reduction = "-" if row["reduction"] is None else f"{row['reduction']:.0%}"
+        lines.append(f"  {name:<14}{row['noisy']:>12.4f}{row['denoised']:>12.4f}{reduction:>11}")
+    return "\n".join(lines)
+
+
+def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None,
+             latent_map: Path | None = None) -> dict:
     """Linear probes (train split -> test split) of the codes from all modalities and from each
     one alone, against PCA of the inputs with as many components as the code; cross-modal
-    imputation errors when the full `model` is given."""
+    imputation errors when the full `model` is given; a PNG map of the test codes (PCA,
+    coloured by label) at `latent_map`."""
     train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
     train_codes, test_codes = encode_batches(encoder, train_loader), encode_batches(encoder, test_loader)
+    if latent_map is not None:
+        from mmae.latent_map import project_2d, save_png
+
+        save_png(latent_map, project_2d(test_codes.codes), test_codes.labels,
+                 title=f"test codes (PCA of {encoder.latent_dim} dimensions)")
     probes = {"all modalities": _probe(train_codes, test_codes)}
     for name in encoder.modalities:
         probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
@@ -197,14 +245,15 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-TASKS = ("probe", "anomaly")
+TASKS = ("probe", "anomaly", "denoise")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`mmae-eval run=DIR [task=probe|anomaly] [data=... data.path=...] [output=FILE]`.
+    """`mmae-eval run=DIR [task=probe|anomaly|denoise] [data=... data.path=...] [output=FILE]`.
 
     task=probe (default): linear probes and imputation; task=anomaly: anomaly scores from
-    reconstruction errors, AUROC / AP where the data marks anomalies.
+    reconstruction errors, AUROC / AP where the data marks anomalies; task=denoise: error to
+    the clean test inputs before and after denoising inputs with Gaussian noise (noise_std).
 
     `run=DIR` is an mmae-train output directory: its encoder/, checkpoints/best.ckpt and, unless
     data is overridden, the data of its config.yaml. Or give `encoder=DIR` (probes only) and
@@ -238,37 +287,49 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if cfg.task not in TASKS:
             raise ConfigError(f"unknown task '{cfg.task}'; available: {', '.join(TASKS)}")
-        if cfg.task == "anomaly":
-            results, text = _anomaly_task(checkpoint, cfg)
+        if cfg.task in ("anomaly", "denoise"):
+            results, text = _reconstruction_task(cfg.task, checkpoint, cfg)
         else:
             if encoder_dir is None:
                 raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
             encoder = load_encoder(encoder_dir)
             model = load_checkpoint_model(checkpoint) if checkpoint else None
             datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
-            results = evaluate(encoder, datamodule, model)
+            picture = _output_path(cfg, run, "eval.json")
+            picture = picture.with_name("latent_map.png") if picture else None
+            results = evaluate(encoder, datamodule, model, latent_map=picture)
+            if picture:
+                results["latent_map"] = str(picture)
             text = format_results(results)
     except MMAEError as error:
         sys.exit(f"mmae-eval: {error}")
     print(text)
-    default_name = "anomaly.json" if cfg.task == "anomaly" else "eval.json"
-    output = Path(cfg.output) if cfg.output else (run / default_name if run else None)
+    output = _output_path(cfg, run, {"anomaly": "anomaly.json", "denoise": "denoise.json"}.get(
+        cfg.task, "eval.json"))
     if output is not None:
         write_text_atomic(output, json.dumps(results, indent=2))
         print(f"mmae-eval: results in {output}")
 
 
-def _anomaly_task(checkpoint: Path | None, cfg) -> tuple[dict, str]:
+def _output_path(cfg, run: Path | None, default_name: str) -> Path | None:
+    return Path(cfg.output) if cfg.output else (run / default_name if run else None)
+
+
+def _reconstruction_task(task: str, checkpoint: Path | None, cfg) -> tuple[dict, str]:
+    """task=anomaly or task=denoise: both need the whole model (the decoder too)."""
     from mmae.anomaly import evaluate_anomalies, format_anomaly_results
     from mmae.config import build
     from mmae.export import load_checkpoint_model
 
     if checkpoint is None:
-        raise ConfigError("task=anomaly needs the decoder: give run=DIR or checkpoint=FILE")
+        raise ConfigError(f"task={task} needs the decoder: give run=DIR or checkpoint=FILE")
     model = load_checkpoint_model(checkpoint)
     datamodule = build(cfg.data, _partial_=True)(modalities=model.modalities)
-    results = evaluate_anomalies(model, datamodule)
-    return results, format_anomaly_results(results)
+    if task == "anomaly":
+        results = evaluate_anomalies(model, datamodule)
+        return results, format_anomaly_results(results)
+    results = denoising_errors(model, datamodule.test_dataloader(), cfg.noise_std, cfg.seed)
+    return results, format_denoising(results, cfg.noise_std)
 
 if __name__ == "__main__":
     main()

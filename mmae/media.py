@@ -8,15 +8,14 @@ changes nothing about training.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mmae.data.batch import split_batch, to_device
-from mmae.model import MultimodalAutoencoder
+from mmae.model import MultimodalAutoencoder, evaluating
 
 #: Rows of a modality's media, in order.
 ROWS = ("input", "from all", "from the others")
@@ -49,18 +48,6 @@ def _concat(parts: Sequence[Mapping], limit: int) -> dict:
         elif isinstance(value, Mapping):
             joined[key] = _concat([p[key] for p in parts], limit)
     return joined
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients for the block; the module's own mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def features_of(model: MultimodalAutoencoder, batch: Mapping,

@@ -6,7 +6,8 @@ can be exported and used on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -231,3 +232,15 @@ class MultimodalAutoencoder(nn.Module):
         device = next(self.parameters()).device
         z = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
         return self.decoder(z)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients for the block; the module's own mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)

@@ -1,7 +1,6 @@
-"""Anomaly detection by reconstruction error: the metrics' closed forms, the scorer, the
-synthetic anomalies, and `mmae-eval task=anomaly` on a trained run."""
+"""Anomaly detection by reconstruction error: the metrics' closed forms, the scorer and the
+synthetic anomalies (`mmae-eval task=anomaly` on a trained run: tests/test_evaluate.py)."""
 
-import json
 import math
 
 import pytest
@@ -19,10 +18,8 @@ from mmae.anomaly import (
 )
 from mmae.data.synthetic import SyntheticMultimodal
 from mmae.errors import DataError
-from mmae.evaluate import main as evaluate_main
 from mmae.fusion import MeanFusion
 from mmae.model import MultimodalAutoencoder
-from mmae.train import train
 
 
 def test_auroc_counts_the_ordered_pairs_and_halves_ties():
@@ -119,13 +116,3 @@ def test_mismatched_pairs_take_a_view_of_another_class(small_modalities):
                 swapped += 1
     assert 0.3 < swapped / int(dirty.anomaly.sum()) < 0.7  # about half are mismatches
 
-
-@pytest.mark.slow
-def test_eval_task_anomaly_finds_injected_anomalies(compose_cfg, tmp_path, capsys):
-    train(compose_cfg("experiment=small", "trainer.max_epochs=10", "logger=none", "progress_bar=none"))
-    evaluate_main([f"run={tmp_path}", "task=anomaly", "data.dataset.anomaly_rate=0.2"])
-    results = json.loads((tmp_path / "anomaly.json").read_text())
-    assert results["samples"]["test_anomalies"] == 40
-    assert results["scores"][COMBINED]["auroc"] > 0.9
-    assert results["detection"]["f1"] > 0.7 and results["threshold_from"] == "best F1 on val"
-    assert "combined" in capsys.readouterr().out

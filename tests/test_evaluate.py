@@ -90,7 +90,8 @@ def test_features_cli_rejects_bad_arguments(run, tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_exported_features_beat_pca_of_the_inputs_on_the_default_job(compose_cfg, tmp_path):
+def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
+    """One training of the default job, then what users do with it (one job keeps CI short)."""
     _, objects = train(compose_cfg("logger=none", "progress_bar=none"))
     results = evaluate(load_encoder(tmp_path / "encoder"), objects["datamodule"],
                        load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt"))
@@ -98,6 +99,19 @@ def test_exported_features_beat_pca_of_the_inputs_on_the_default_job(compose_cfg
     assert probes["all modalities"] > probes["PCA-16 of the inputs"] + 0.1, probes
     for name, row in results["imputation"].items():
         assert row["from_others"] < 0.7 * row["baseline_mean"], (name, row)
+
+    # Anomalies injected into val/test (the training split is the run's own, clean).
+    eval_main([f"run={tmp_path}", "task=anomaly", "data.dataset.anomaly_rate=0.2"])
+    anomaly = json.loads((tmp_path / "anomaly.json").read_text())
+    assert anomaly["samples"]["test_anomalies"] == 80
+    assert anomaly["scores"]["combined"]["auroc"] > 0.95, anomaly["scores"]
+    assert anomaly["detection"]["f1"] > 0.8
+
+    # Gaussian noise on the test inputs: the reconstruction is closer to the clean signal.
+    eval_main([f"run={tmp_path}", "task=denoise", "noise_std=0.2"])
+    denoising = json.loads((tmp_path / "denoise.json").read_text())
+    assert denoising["image"]["denoised"] < 0.6 * denoising["image"]["noisy"], denoising
+    assert denoising["vector"]["denoised"] < denoising["vector"]["noisy"], denoising
 
 
 def test_probe_needs_two_training_samples():

@@ -80,6 +80,12 @@ class Modality(ABC):
         """Extra per-sample metrics `[B]` reported at validation (e.g. token accuracy)."""
         return {}
 
+    def as_features(self, reconstruction: Tensor) -> Tensor:
+        """A reconstruction in the form of the features it reconstructs (what `preprocess`
+        yields), so it can stand in for a missing input: the identity for continuous
+        modalities; discrete ones turn logits into indices."""
+        return reconstruction
+
     def preview(self, features: Tensor) -> list | None:
         """Per sample of a batch of features (inputs or reconstructions), something a person
         can look at or listen to; None when the modality has nothing better than numbers."""

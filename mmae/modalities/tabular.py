@@ -142,6 +142,10 @@ class TabularModality(Modality):
         n = len(self.numeric)
         return reconstruction[:, :n], list(reconstruction[:, n:].split(self.cardinalities, dim=1))
 
+    def as_features(self, reconstruction: Tensor) -> Tensor:
+        numeric, logits = self._split(reconstruction)
+        return torch.cat([numeric, *(lg.argmax(1, keepdim=True).to(numeric.dtype) for lg in logits)], dim=1)
+
     def reconstruction_loss(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         numeric, logits = self._split(reconstruction)
         n = len(self.numeric)

@@ -171,6 +171,9 @@ class TextModality(Modality):
         ids = logits.argmax(-1) if logits.dim() == 3 else logits
         return [self.tokenizer.decode(row) for row in ids.tolist()]
 
+    def as_features(self, reconstruction: Tensor) -> Tensor:
+        return reconstruction.argmax(-1)
+
     def preview(self, features: Tensor) -> list[str]:
         """The decoded strings (token ids, or a reconstruction's logits)."""
         return self.decode(features.detach())
