@@ -2,7 +2,9 @@
 
 Columns: reconstruction from all inputs and each leave-one-out error (as a fraction of the
 training-mean baseline, lower is better), linear-probe accuracy of the code on the class
-label (test split), mean Hoyer sparsity of the code, and seconds per training epoch.
+label (test split), mean Hoyer sparsity of the code, and seconds per training epoch. Baseline
+rows, measured in the same run: predicting the training mean (1.000 by definition), and
+linear probes on the raw inputs and on their PCA with as many components as the code.
 
     python scripts/compare_variants.py                      # the table in docs/variants.md
     python scripts/compare_variants.py trainer.max_epochs=3 data.dataset.num_samples=1000
@@ -17,8 +19,8 @@ import time
 from hydra import compose, initialize_config_dir
 
 from mmae.config import CONFIG_DIR
-from mmae.evaluate import encode_batches, hoyer_sparsity, linear_probe
-from mmae.train import train
+from mmae.evaluate import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
+from mmae.train import build_module, train
 from mmae.variants import VARIANTS
 
 QUIET = ["logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
@@ -44,16 +46,37 @@ def run_variant(overrides: list[str], extra: list[str]) -> dict:
     return row
 
 
+def baselines(extra: list[str], columns: list[str]) -> dict[str, dict]:
+    """Rows without learning: the training mean, probes on the raw inputs and on their PCA."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*QUIET, *extra, "paths.output_dir=/tmp/mmae-compare"])
+    module, data = build_module(cfg)  # only its (parameter-free) preprocessing is used
+    train_x, train_y = input_features(module.model, data.train_dataloader())
+    test_x, test_y = input_features(module.model, data.test_dataloader())
+    train_pca, test_pca = pca(train_x, test_x, module.model.latent_dim)
+    errors = {c: 1.0 for c in columns if " all" in c or " w/o " in c}
+    return {"baseline: training mean": errors,
+            "baseline: probe on raw inputs": {"probe": linear_probe(train_x, train_y, test_x, test_y)},
+            f"baseline: probe on PCA-{module.model.latent_dim} of the inputs": {
+                "probe": linear_probe(train_pca, train_y, test_pca, test_y)}}
+
+
+def _cell(row: dict, column: str) -> str:
+    if column not in row:
+        return "-"
+    return f"{row[column]:.1%}" if column == "probe" else f"{row[column]:.3f}"
+
+
 def main(extra: list[str]) -> None:
     run_variant(["experiment=tiny"], [])  # warm-up: keeps one-off start-up costs out of the first row
     rows = {name: run_variant(overrides, extra) for name, overrides in VARIANTS.items()}
     columns = list(next(iter(rows.values())))
+    rows.update(baselines(extra, columns))
     print(f"\n`python scripts/compare_variants.py {' '.join(extra)}`".rstrip() + "\n")
     print("| variant | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for name, row in rows.items():
-        cells = [f"{row[c]:.1%}" if c == "probe" else f"{row[c]:.3f}" for c in columns]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} | " + " | ".join(_cell(row, c) for c in columns) + " |")
 
 
 if __name__ == "__main__":
