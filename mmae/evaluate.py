@@ -162,16 +162,15 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
 
 
 @torch.no_grad()
-def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
-                     seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per continuous modality: the mean squared error to the clean features of the inputs
-    with Gaussian noise (`sigma`, on features, as in training) and of their denoised version."""
+def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: float, seed: int = 0):
+    """Per batch: `(clean, noisy, cleaned, present, ids)`, features of every modality, where
+    `noisy` adds Gaussian noise of `sigma` (as in training; 0: the data as it is) and
+    `cleaned` is `mmae.denoise` of it."""
     from mmae.applications import denoise
     from mmae.corruption import GaussianNoise
 
     noise, generator = GaussianNoise(sigma), torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    sums: dict[str, list[float]] = {}
     for batch in batches:
         if batch is None:
             continue
@@ -179,11 +178,19 @@ def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
         clean = model.encoder.preprocess(raw)
         noisy, _ = noise({n: x.cpu() for n, x in clean.items()}, present, generator, model.modalities)
         noisy = to_device(noisy, device)
-        cleaned = denoise(model, noisy, present, preprocessed=True)
+        yield clean, noisy, denoise(model, noisy, present, preprocessed=True), present, batch.get("index")
+
+
+def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per continuous modality: the mean squared error to the clean features of the inputs
+    with Gaussian noise (`sigma`, on features, as in training) and of their denoised version."""
+    sums: dict[str, list[float]] = {}
+    for clean, noisy, cleaned, present, _ in denoised_batches(model, batches, sigma, seed):
         for name, x in clean.items():
-            if not torch.is_floating_point(x) or not present[name].any():
-                continue
             rows = present[name]
+            if not torch.is_floating_point(x) or not rows.any():
+                continue
             entry = sums.setdefault(name, [0.0, 0.0, 0])
             entry[0] += float((noisy[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
             entry[1] += float((cleaned[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
@@ -191,6 +198,29 @@ def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
     return {name: {"noisy": noisy_sum / n, "denoised": denoised_sum / n,
                    "reduction": 1.0 - denoised_sum / noisy_sum if noisy_sum else None}
             for name, (noisy_sum, denoised_sum, n) in sums.items()}
+
+
+def save_denoised(model: MultimodalAutoencoder, batches: Iterable, sigma: float, path: Path,
+                  seed: int = 0) -> Path:
+    """Write the denoised features of every sample to an `.npz`: one array per modality, its
+    presence mask (`present_<m>`) and the sample `ids`."""
+    import numpy as np
+
+    from mmae.io import write_atomic
+
+    parts: dict[str, list] = {}
+    for _, _, cleaned, present, ids in denoised_batches(model, batches, sigma, seed):
+        for name, x in cleaned.items():
+            parts.setdefault(name, []).append(x.cpu())
+            parts.setdefault(f"present_{name}", []).append(present[name].cpu())
+        if ids is not None:
+            parts.setdefault("ids", []).append(ids)
+    arrays = {key: torch.cat(values).numpy() for key, values in parts.items()}
+
+    def write(target: Path) -> None:
+        np.savez(target, **arrays)
+
+    return write_atomic(path, write)
 
 
 def format_denoising(results: dict, sigma: float) -> str:
@@ -203,18 +233,18 @@ def format_denoising(results: dict, sigma: float) -> str:
 
 
 def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None,
-             latent_map: Path | None = None) -> dict:
+             latent_map: Path | None = None, projection: str = "pca") -> dict:
     """Linear probes (train split -> test split) of the codes from all modalities and from each
     one alone, against PCA of the inputs with as many components as the code; cross-modal
-    imputation errors when the full `model` is given; a PNG map of the test codes (PCA,
-    coloured by label) at `latent_map`."""
+    imputation errors when the full `model` is given; a PNG map of the test codes (`projection`:
+    pca, tsne or umap; coloured by label) at `latent_map`."""
     train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
     train_codes, test_codes = encode_batches(encoder, train_loader), encode_batches(encoder, test_loader)
     if latent_map is not None:
         from mmae.latent_map import project_2d, save_png
 
-        save_png(latent_map, project_2d(test_codes.codes), test_codes.labels,
-                 title=f"test codes (PCA of {encoder.latent_dim} dimensions)")
+        save_png(latent_map, project_2d(test_codes.codes, projection), test_codes.labels,
+                 title=f"test codes ({projection} of {encoder.latent_dim} dimensions)")
     probes = {"all modalities": _probe(train_codes, test_codes)}
     for name in encoder.modalities:
         probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
@@ -297,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
             datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
             picture = _output_path(cfg, run, "eval.json")
             picture = picture.with_name("latent_map.png") if picture else None
-            results = evaluate(encoder, datamodule, model, latent_map=picture)
+            results = evaluate(encoder, datamodule, model, latent_map=picture, projection=cfg.projection)
             if picture:
                 results["latent_map"] = str(picture)
             text = format_results(results)
@@ -329,7 +359,12 @@ def _reconstruction_task(task: str, checkpoint: Path | None, cfg) -> tuple[dict,
         results = evaluate_anomalies(model, datamodule)
         return results, format_anomaly_results(results)
     results = denoising_errors(model, datamodule.test_dataloader(), cfg.noise_std, cfg.seed)
-    return results, format_denoising(results, cfg.noise_std)
+    text = format_denoising(results, cfg.noise_std)
+    if cfg.cleaned:
+        path = save_denoised(model, datamodule.test_dataloader(), cfg.noise_std, Path(cfg.cleaned), cfg.seed)
+        results["cleaned"] = str(path)
+        text += f"\ndenoised test inputs in {path}"
+    return results, text
 
 if __name__ == "__main__":
     main()

@@ -16,22 +16,26 @@ from torch import Tensor
 
 from mmae.errors import ConfigError
 
-PROJECTIONS = ("pca",)
+#: Projection -> the package it needs beyond mmae's own dependencies (None: none).
+PROJECTIONS = {"pca": None, "tsne": "scikit-learn", "umap": "umap-learn"}
 MAX_LEGEND_CLASSES = 20
 
 
-def project_2d(latents: Tensor, method: str = "pca") -> Tensor:
+def project_2d(latents: Tensor, method: str = "pca", seed: int = 0) -> Tensor:
     """Latent codes `[N, D]` -> points `[N, 2]`.
 
-    PCA through an SVD of the centred codes, in float64; each axis's sign is fixed (its
-    largest loading is positive) so the same codes always give the same picture. A code of
-    one dimension gets a zero second axis.
+    `pca` (always available): an SVD of the centred codes, in float64; each axis's sign is
+    fixed (its largest loading is positive) so the same codes always give the same picture; a
+    code of one dimension gets a zero second axis. `tsne` (scikit-learn) and `umap`
+    (umap-learn) when installed: neighbourhoods rather than variance, seeded by `seed`.
     """
     if method not in PROJECTIONS:
         raise ConfigError(f"latent map: unknown projection '{method}'; available: {', '.join(PROJECTIONS)}")
     if latents.dim() != 2 or latents.shape[0] == 0:
         raise ValueError(f"latent map: expected codes of shape [N, D] with N > 0, got {list(latents.shape)}")
     x = latents.detach().to("cpu", torch.float64)
+    if method != "pca":
+        return _neighbour_embedding(x.numpy(), method, seed)
     x = x - x.mean(dim=0, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     axes = vh[:2]
@@ -42,6 +46,23 @@ def project_2d(latents: Tensor, method: str = "pca") -> Tensor:
     if points.shape[1] < 2:
         points = torch.cat([points, torch.zeros_like(points)], dim=1)
     return points.float()
+
+
+def _neighbour_embedding(x: np.ndarray, method: str, seed: int) -> Tensor:
+    try:
+        if method == "tsne":
+            from sklearn.manifold import TSNE
+
+            reducer = TSNE(n_components=2, perplexity=min(30.0, max(1.0, (len(x) - 1) / 3)),
+                           init="pca", random_state=seed)
+        else:
+            from umap import UMAP
+
+            reducer = UMAP(n_components=2, random_state=seed)
+    except ImportError:
+        raise ConfigError(f"latent map: projection '{method}' needs `pip install {PROJECTIONS[method]}`; "
+                          "'pca' needs nothing") from None
+    return torch.from_numpy(np.asarray(reducer.fit_transform(x), dtype=np.float32))
 
 
 def _figure(points: np.ndarray | Tensor, labels: np.ndarray | Tensor | None, title: str):

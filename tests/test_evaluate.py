@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from mmae import load_encoder
-from mmae.evaluate import encode_batches, evaluate, linear_probe, pca
+from mmae.evaluate import encode_batches, linear_probe, pca
 from mmae.evaluate import main as eval_main
-from mmae.export import load_checkpoint_model
 from mmae.features import main as features_main
 from mmae.train import train
 
@@ -92,9 +91,11 @@ def test_features_cli_rejects_bad_arguments(run, tmp_path, args, message):
 @pytest.mark.slow
 def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
     """One training of the default job, then what users do with it (one job keeps CI short)."""
-    _, objects = train(compose_cfg("logger=none", "progress_bar=none"))
-    results = evaluate(load_encoder(tmp_path / "encoder"), objects["datamodule"],
-                       load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt"))
+    train(compose_cfg("logger=none", "progress_bar=none"))
+    eval_main([f"run={tmp_path}", "projection=tsne"])
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["latent_map"] == str(tmp_path / "latent_map.png")
+    assert (tmp_path / "latent_map.png").stat().st_size > 10_000
     probes = results["linear_probe_accuracy"]
     assert probes["all modalities"] > probes["PCA-16 of the inputs"] + 0.1, probes
     for name, row in results["imputation"].items():
@@ -108,10 +109,14 @@ def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
     assert anomaly["detection"]["f1"] > 0.8
 
     # Gaussian noise on the test inputs: the reconstruction is closer to the clean signal.
-    eval_main([f"run={tmp_path}", "task=denoise", "noise_std=0.2"])
+    eval_main([f"run={tmp_path}", "task=denoise", "noise_std=0.2", f"cleaned={tmp_path / 'clean.npz'}"])
     denoising = json.loads((tmp_path / "denoise.json").read_text())
     assert denoising["image"]["denoised"] < 0.6 * denoising["image"]["noisy"], denoising
     assert denoising["vector"]["denoised"] < denoising["vector"]["noisy"], denoising
+    with np.load(tmp_path / "clean.npz") as cleaned:  # the CLI's cleaned inputs
+        assert cleaned["image"].shape == (400, 1, 28, 28) and cleaned["vector"].shape == (400, 32)
+        assert cleaned["ids"].tolist() == list(range(3600, 4000))
+        assert cleaned["present_image"].dtype == bool
 
 
 def test_probe_needs_two_training_samples():

@@ -96,8 +96,29 @@ def test_pca_projection_is_deterministic_and_follows_the_main_directions():
     # The SVD's arbitrary signs do not show: negated codes give exactly negated points.
     assert torch.allclose(project_2d(-codes), -points, atol=1e-4)
     assert project_2d(torch.randn(5, 1)).shape == (5, 2)
-    with pytest.raises(ConfigError, match="unknown projection 'umap'"):
-        project_2d(codes, method="umap")
+    with pytest.raises(ConfigError, match="unknown projection 'isomap'; available: pca, tsne, umap"):
+        project_2d(codes, method="isomap")
+
+
+def test_tsne_keeps_separate_clusters_apart():
+    pytest.importorskip("sklearn")  # a dev dependency; optional for users
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[10.0] * 8, [-10.0] * 8])
+    labels = torch.arange(60) % 2
+    codes = centres[labels] + torch.randn(60, 8, generator=g)
+    points = project_2d(codes, method="tsne", seed=1)
+    assert points.shape == (60, 2) and torch.equal(points, project_2d(codes, method="tsne", seed=1))
+    a, b = points[labels == 0], points[labels == 1]
+    gap = torch.cdist(a, b).min()
+    assert gap > torch.cdist(a, a).max() / 4  # the two groups do not mix
+
+
+def test_a_projection_without_its_package_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # importing it now raises ImportError
+    with pytest.raises(ConfigError, match="pip install umap-learn"):
+        project_2d(torch.randn(10, 3), method="umap")
 
 
 def test_scatter_plot_colours_classes_and_writes_a_png(tmp_path):
