@@ -33,9 +33,9 @@ def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
 
 def _render_image(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
                   num_classes: int, g: torch.Generator) -> Tensor:
-    """The class texture, translated by two shared factors (so the class is not linearly
-    readable from pixels) and scaled by a third, plus a Gaussian blob placed by a fourth and
-    a private brightness gradient."""
+    """The class texture, translated by two shared factors (so the class hides from the main
+    directions of pixel variance: PCA of the inputs reads it poorly) and scaled by a third,
+    plus a Gaussian blob placed by a fourth and a private brightness gradient."""
     channels, height, width = modality.shape
     coarse = torch.randn(num_classes, channels, 7, 7, generator=g)
     textures = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
@@ -55,7 +55,7 @@ def _render_image(modality: Modality, labels: Tensor, factors: Tensor, private: 
 def _render_vector(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
                    num_classes: int, g: torch.Generator) -> Tensor:
     """A random two-layer network of the class, the shared and the private factors: the
-    class interacts with the factors, so it is not linearly readable from the vector."""
+    class interacts with the factors nonlinearly."""
     (dim,) = modality.shape
     hidden = 4 * dim
     inputs = torch.cat([0.5 * F.one_hot(labels, num_classes).float(), factors, 0.5 * private], dim=1)
