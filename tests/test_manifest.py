@@ -184,3 +184,27 @@ def test_labels_become_class_indices_without_collisions(manifest, labels, expect
         _edit(manifest, row, "label", labels[(row - 1) % 3])
     dataset = _dataset(manifest)
     assert [int(dataset[i]["label"]) for i in range(3)] == expected
+
+
+def _set_column(path, column: str, values: list[str]) -> None:
+    rows = list(csv.DictReader(path.open()))
+    for row, value in zip(rows, values, strict=True):
+        row[column] = value
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_an_anomaly_column_marks_samples_for_anomaly_scores(manifest):
+    assert "anomaly" not in _dataset(manifest)[0]  # no column: nothing is claimed
+    _set_column(manifest, "anomaly", ["1", "0", "", "true", "False", "yes", "no", "1.0", "0", "", "", ""])
+    dataset = _dataset(manifest)
+    flags = [bool(dataset[i]["anomaly"]) for i in range(12)]
+    assert flags == [True, False, False, True, False, True, False, True, False, False, False, False]
+
+
+def test_a_bad_anomaly_cell_names_the_row(manifest):
+    _set_column(manifest, "anomaly", ["0"] * 4 + ["maybe"] + ["0"] * 7)
+    with pytest.raises(DataError, match=r"manifest\.csv, row 5, column 'anomaly': expected 1/0.*'maybe'"):
+        _dataset(manifest)

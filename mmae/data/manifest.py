@@ -29,6 +29,9 @@ from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
 
 ON_ERROR = ("raise", "skip")
+#: Accepted cells of the optional `anomaly` column.
+ANOMALY_VALUES = {"": False, "0": False, "0.0": False, "false": False, "no": False,
+                  "1": True, "1.0": True, "true": True, "yes": True}
 FILE_KINDS = {"image", "audio"}  # kinds whose cells are file paths, checked up front
 
 
@@ -85,6 +88,7 @@ class ManifestDataset(Dataset):
         self.columns = {n: m.manifest_columns(n) for n, m in self.modalities.items()}
         self._check_columns(rows)
         self.labels = self._label_map(rows)
+        self.anomaly = self._anomaly_flags(rows)
         splits = self._splits(rows, split_fractions, seed)
         self.rows: list[tuple[int, dict]] = []
         for number, row in enumerate(rows, start=1):
@@ -109,6 +113,21 @@ class ManifestDataset(Dataset):
                 if column not in available:
                     raise DataError(f"{self.path.name}: column '{column}' (modality '{name}') is not in "
                                     f"the manifest; its columns are {sorted(available)}")
+
+    def _anomaly_flags(self, rows: list[dict]) -> list[bool] | None:
+        """The optional `anomaly` column (1/0, true/false, yes/no; empty = normal), which
+        `mmae-eval task=anomaly` scores against; None without the column."""
+        if not any("anomaly" in row for row in rows[:1000]):
+            return None
+        flags = []
+        for number, row in enumerate(rows, start=1):
+            value = row.get("anomaly")
+            text = "" if _empty(value) else str(value).strip().lower()
+            if text not in ANOMALY_VALUES:
+                raise DataError(f"{self.path.name}, row {number}, column 'anomaly': expected 1/0, "
+                                f"true/false or yes/no (empty: normal), got {value!r}")
+            flags.append(ANOMALY_VALUES[text])
+        return flags
 
     def _label_map(self, rows: list[dict]) -> dict[str, int] | None:
         values = [r.get("label") for r in rows if not _empty(r.get("label"))]
@@ -212,6 +231,8 @@ class ManifestDataset(Dataset):
         unlabelled = self.labels is None or _empty(label)
         sample["label"] = torch.tensor(-1 if unlabelled else self.labels[str(label)])
         sample["index"] = torch.tensor(number)
+        if self.anomaly is not None:
+            sample["anomaly"] = torch.tensor(self.anomaly[number - 1])
         return sample
 
 
