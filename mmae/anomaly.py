@@ -2,10 +2,10 @@
 
 Each sample gets, per modality, its reconstruction error from all inputs (is this view
 unlike the training data?) and from the other modalities alone (does it fit the others?).
-Errors are standardised with their mean and spread on the training split, so modalities of
-different scales add up; the combined score is the mean of a sample's standardised errors.
-A threshold is chosen on the validation split, and AUROC / average precision are reported
-where the data marks its anomalies (a boolean `anomaly` in the batch).
+Errors are standardised with their median and median absolute deviation on the training
+split, so modalities of different scales add up; the combined score is the mean of a
+sample's standardised errors. A threshold is chosen on the validation split, and AUROC and
+average precision are reported where the data marks its anomalies (`anomaly` in the batch).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mmae.data.batch import split_batch, to_device
 from mmae.errors import DataError
-from mmae.model import MultimodalAutoencoder
+from mmae.model import MultimodalAutoencoder, evaluating
 
 COMBINED = "combined"
 
@@ -34,29 +34,28 @@ class SampleErrors:
     ids: Tensor
 
 
-@torch.no_grad()
 def sample_errors(model: MultimodalAutoencoder, batches: Iterable[Mapping | None]) -> SampleErrors:
     """Reconstruction errors of every sample of `batches`, in order."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     columns: dict[str, list[Tensor]] = {}
-    flags, ids = [], []
-    for batch in batches:
-        if batch is None:
-            continue
-        raw, present = (to_device(part, device) for part in split_batch(batch, model.modalities))
-        features = model.encoder.preprocess(raw)
-        reconstructions = model(features, present).reconstructions
-        for name, modality in model.modalities.items():
-            error = modality.reconstruction_loss(reconstructions[name], features[name])
-            columns.setdefault(f"{name}/from_all", []).append(_masked(error, present[name]))
-            if len(model.modalities) > 1:
-                columns.setdefault(f"{name}/from_others", []).append(
-                    _from_others(model, modality, name, features, present))
-        flags.append(batch["anomaly"].bool() if "anomaly" in batch else None)
-        ids.append(batch["index"] if "index" in batch else torch.arange(len(error)))
-    model.train(was_training)
+    flags, ids, seen = [], [], 0
+    with evaluating(model):
+        for batch in batches:
+            if batch is None:
+                continue
+            raw, present = (to_device(part, device) for part in split_batch(batch, model.modalities))
+            features = model.encoder.preprocess(raw)
+            reconstructions = model(features, present).reconstructions
+            for name, modality in model.modalities.items():
+                error = modality.reconstruction_loss(reconstructions[name], features[name])
+                columns.setdefault(f"{name}/from_all", []).append(_masked(error, present[name]))
+                if len(model.modalities) > 1:
+                    columns.setdefault(f"{name}/from_others", []).append(
+                        _from_others(model, modality, name, features, present))
+            size = len(error)
+            flags.append(batch["anomaly"].bool() if "anomaly" in batch else None)
+            ids.append(batch["index"] if "index" in batch else torch.arange(seen, seen + size))
+            seen += size
     if not ids:
         raise DataError("anomaly scores: the data has no samples")
     anomaly = None if any(f is None for f in flags) else torch.cat(flags)
@@ -84,12 +83,13 @@ class AnomalyScorer:
     """Standardises errors with training statistics and combines them into one score.
 
     A robust scale (median and 1.4826 x median absolute deviation) keeps a few odd training
-    samples from setting the scale; a floor on the deviation keeps a near-constant error from
-    dividing by zero.
+    samples from setting the scale. The deviation is floored at `rel_floor` of the median (and
+    `eps`), so that an error that is nearly constant in training (a modality reconstructed
+    almost perfectly) cannot blow up and dominate the combined score.
     """
 
-    def __init__(self, eps: float = 1e-8):
-        self.eps = eps
+    def __init__(self, rel_floor: float = 0.01, eps: float = 1e-8):
+        self.rel_floor, self.eps = rel_floor, eps
         self.center: dict[str, float] = {}
         self.scale: dict[str, float] = {}
 
@@ -100,7 +100,8 @@ class AnomalyScorer:
                 continue
             median = values.double().quantile(0.5)  # the midpoint, not torch.median's lower one
             self.center[key] = float(median)
-            self.scale[key] = max(float(1.4826 * (values - median).abs().quantile(0.5)), self.eps)
+            spread = float(1.4826 * (values - median).abs().quantile(0.5))
+            self.scale[key] = max(spread, self.rel_floor * abs(float(median)), self.eps)
         return self
 
     def scores(self, errors: SampleErrors) -> dict[str, Tensor]:
@@ -114,42 +115,44 @@ class AnomalyScorer:
         return scores
 
 
+def _tie_groups(scores: Tensor, positive: Tensor) -> tuple[Tensor, Tensor]:
+    """Per distinct score, from the highest down: (samples, positives) at that score."""
+    values, inverse = scores.unique(return_inverse=True)  # ascending
+    counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(scores))
+    hits = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, positive.double())
+    return counts.flip(0), hits.flip(0)
+
+
 def auroc(scores: Tensor, positive: Tensor) -> float:
     """Area under the ROC curve: the probability that a random positive scores above a random
-    negative, ties counting one half (Mann-Whitney U with average ranks)."""
+    negative, ties counting one half (Mann-Whitney U). O(N log N)."""
     scores, positive = scores.double(), positive.bool()
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise DataError("AUROC needs both anomalous and normal samples")
-    order = scores.argsort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    for value in scores.unique():  # ties share their average rank
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    counts, hits = _tie_groups(scores, positive)
+    negatives = counts - hits
+    below = n_neg - negatives.cumsum(0)  # negatives scoring strictly lower than each group
+    return float((hits * (below + negatives / 2)).sum() / (n_pos * n_neg))
 
 
 def average_precision(scores: Tensor, positive: Tensor) -> float:
-    """Mean over the positives of the precision among the samples scoring at least as high."""
+    """Mean over the positives of the precision among the samples scoring at least as high
+    (tied samples all count). O(N log N)."""
     positive = positive.bool()
     if not positive.any():
         raise DataError("average precision needs anomalous samples")
-    scores = scores.double()
-    precisions = [float(positive[scores >= s].double().mean()) for s in scores[positive]]
-    return sum(precisions) / len(precisions)
+    counts, hits = _tie_groups(scores.double(), positive)
+    precision = hits.cumsum(0) / counts.cumsum(0)
+    return float((hits * precision).sum() / hits.sum())
 
 
 def best_f1_threshold(scores: Tensor, positive: Tensor) -> float:
     """The score threshold (flag `score >= threshold`) with the best F1 on labelled data."""
-    best, best_f1 = float(scores.max()), -1.0
-    for threshold in scores.unique():
-        flagged = scores >= threshold
-        tp = int((flagged & positive).sum())
-        f1 = 2 * tp / (int(flagged.sum()) + int(positive.sum()))
-        if f1 > best_f1:
-            best, best_f1 = float(threshold), f1
-    return best
+    scores, positive = scores.double(), positive.bool()
+    counts, hits = _tie_groups(scores, positive)
+    f1 = 2 * hits.cumsum(0) / (counts.cumsum(0) + positive.sum())
+    return float(scores.unique().flip(0)[int(f1.argmax())])
 
 
 def detection_summary(scores: Tensor, positive: Tensor, threshold: float) -> dict[str, float]:
@@ -161,6 +164,11 @@ def detection_summary(scores: Tensor, positive: Tensor, threshold: float) -> dic
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"threshold": threshold, "precision": precision, "recall": recall, "f1": f1,
             "flagged": int(flagged.sum())}
+
+
+def _labelled(errors: SampleErrors) -> bool:
+    """Whether the data marks both anomalous and normal samples (else nothing to measure)."""
+    return errors.anomaly is not None and 0 < int(errors.anomaly.sum()) < len(errors.anomaly)
 
 
 def evaluate_anomalies(model: MultimodalAutoencoder, datamodule, quantile: float = 0.95) -> dict:
@@ -175,13 +183,13 @@ def evaluate_anomalies(model: MultimodalAutoencoder, datamodule, quantile: float
     test = sample_errors(model, datamodule.test_dataloader())
     val_scores, test_scores = scorer.scores(val), scorer.scores(test)
     combined = val_scores[COMBINED]
-    labelled_val = val.anomaly is not None and 0 < int(val.anomaly.sum()) < len(val.anomaly)
+    labelled_val = _labelled(val)
     threshold = (best_f1_threshold(combined, val.anomaly) if labelled_val
                  else float(combined.quantile(quantile)))
     source = "best F1 on val" if labelled_val else f"{quantile:.0%} quantile of val"
     results: dict = {"samples": {"val": len(val.ids), "test": len(test.ids)}, "threshold_from": source,
                      "scores": {}}
-    if test.anomaly is not None:
+    if _labelled(test):
         results["samples"]["test_anomalies"] = int(test.anomaly.sum())
         for key, score in test_scores.items():
             known = ~score.isnan()

@@ -191,9 +191,13 @@ def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
             rows = present[name]
             if not torch.is_floating_point(x) or not rows.any():
                 continue
+            # Only the elements noise may change (not, say, a table's category indices).
+            allowed = model.modalities[name].noise_mask(x)
+            keep = slice(None) if allowed is None else allowed
+            target = x[rows][..., keep]
             entry = sums.setdefault(name, [0.0, 0.0, 0])
-            entry[0] += float((noisy[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
-            entry[1] += float((cleaned[name][rows] - x[rows]).pow(2).flatten(1).mean(1).sum())
+            for slot, version in ((0, noisy[name]), (1, cleaned[name])):
+                entry[slot] += float((version[rows][..., keep] - target).pow(2).flatten(1).mean(1).sum())
             entry[2] += int(rows.sum())
     return {name: {"noisy": noisy_sum / n, "denoised": denoised_sum / n,
                    "reduction": 1.0 - denoised_sum / noisy_sum if noisy_sum else None}

@@ -4,8 +4,9 @@ hand-written PyTorch loop of the same model, data, batch size, corruption, loss 
     python scripts/bench_overhead.py
     python scripts/bench_overhead.py --steps 300 data.batch_size=256
 
-Any further argument is a Hydra override of `conf/train.yaml`. Both loops train `--warmup`
-steps untimed, then `--steps` timed optimizer steps; the target is mmae/plain >= 0.9.
+Any further argument is a Hydra override of `conf/train.yaml` (CPU only: the plain loop does
+no device placement). Both loops run the same step on the same loader, `--warmup` steps
+untimed, then `--steps` timed optimizer steps; the target is mmae/plain >= 0.9.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ import pytorch_lightning as pl
 import torch
 from bench_precision import StepTimer  # the same clock for both loops
 from hydra import compose, initialize_config_dir
-from torch.utils.data import DataLoader
 
 from mmae.config import CONFIG_DIR, build
-from mmae.data.batch import split_batch
-from mmae.objectives import Step
 from mmae.train import build_module
 
 
@@ -45,15 +43,14 @@ def mmae_loop(overrides: list[str], warmup: int, steps: int) -> float:
 
 
 def plain_loop(overrides: list[str], warmup: int, steps: int) -> float:
-    """Samples/s of the same training written by hand: loader, corruption, loss, step."""
+    """Samples/s of the same training step (`AutoencoderModule._losses`: preprocessing,
+    corruption, objective) on the same loader, driven by a hand-written loop."""
     cfg = _config(overrides)
     pl.seed_everything(cfg.seed)
     module, datamodule = build_module(cfg)
-    model, objective, corruption = module.model, module.objective, module.corruption
-    optimizer = module.optimizer_factory(params=model.parameters())
-    loader = DataLoader(datamodule.dataset("train"), batch_size=datamodule.batch_size, shuffle=True,
-                        drop_last=False)
-    model.train()
+    optimizer = module.optimizer_factory(params=module.parameters())
+    loader = datamodule.train_dataloader()
+    module.train()
     done, samples, start = 0, 0, None
     while done < warmup + steps:
         for batch in loader:
@@ -61,14 +58,9 @@ def plain_loop(overrides: list[str], warmup: int, steps: int) -> float:
                 start = time.perf_counter()
             if done >= warmup:
                 samples += len(next(iter(batch["present"].values())))
-            raw, present = split_batch(batch, model.modalities)
-            inputs = model.encoder.preprocess(raw)
-            seen, seen_present = corruption(inputs, present, modalities=model.modalities)
-            output = model(seen, seen_present)
-            loss = objective(Step(model.modalities, output, inputs, present, inputs=seen,
-                                  global_step=done), with_input_grad=True).total
+            losses, _ = module._losses(batch, train=True)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.total.backward()
             optimizer.step()
             done += 1
             if done == warmup + steps:

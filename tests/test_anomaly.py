@@ -39,6 +39,18 @@ def test_average_precision_is_the_mean_precision_at_each_positive():
         average_precision(scores, torch.zeros(4))
 
 
+def test_sorted_metrics_match_their_definitions_on_random_ties():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.randint(0, 6, (40,), generator=g).double()  # many ties
+        positive = torch.rand(40, generator=g) < 0.3
+        pos, neg = scores[positive], scores[~positive]
+        pairs = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+        assert auroc(scores, positive) == pytest.approx(float(pairs.mean()))
+        precisions = [float(positive[scores >= s].double().mean()) for s in pos]
+        assert average_precision(scores, positive) == pytest.approx(sum(precisions) / len(precisions))
+
+
 def test_threshold_and_detection_summary():
     scores = torch.tensor([0.1, 0.2, 0.3, 0.7, 0.9])
     positive = torch.tensor([False, False, False, True, True])
@@ -92,7 +104,10 @@ def test_synthetic_anomalies_change_only_the_chosen_val_and_test_samples(small_m
         for name in small_modalities:
             assert torch.equal(clean.views[name][normal], dirty.views[name][normal])
             changed |= (clean.views[name] != dirty.views[name]).flatten(1).any(dim=1)
-        assert torch.equal(changed, dirty.anomaly)  # exactly one altered view per anomaly
+        assert torch.equal(changed, dirty.anomaly)  # only anomalies change...
+        altered = sum((clean.views[n] != dirty.views[n]).flatten(1).any(dim=1).long()
+                      for n in small_modalities)
+        assert altered[dirty.anomaly].eq(1).all()  # ...each in exactly one view
         assert dirty[int(torch.nonzero(dirty.anomaly)[0])]["anomaly"].item() is True
     again = _dataset("test", 0.3, small_modalities)
     assert torch.equal(again.anomaly, dirty.anomaly)  # deterministic by seed
@@ -116,3 +131,35 @@ def test_mismatched_pairs_take_a_view_of_another_class(small_modalities):
                 swapped += 1
     assert 0.3 < swapped / int(dirty.anomaly.sum()) < 0.7  # about half are mismatches
 
+
+
+def test_val_and_test_anomalies_differ_and_come_from_their_own_split(small_modalities):
+    val, test = _dataset("val", 0.3, small_modalities), _dataset("test", 0.3, small_modalities)
+    assert not torch.equal(val.anomaly, test.anomaly)  # not the same rows in both splits
+    pool = SyntheticMultimodal(small_modalities, split="train", num_samples=400, seed=3,
+                               split_fractions=(1.0, 0.0, 0.0))
+    train_views = pool.views["vector"][:320]
+    for i in torch.nonzero(test.anomaly & test.present["vector"]).flatten().tolist():
+        assert not (train_views == test.views["vector"][i]).all(dim=1).any()  # no training view reused
+
+
+def test_evaluate_anomalies_threshold_from_labels_or_a_quantile(small_modalities):
+    from mmae.anomaly import evaluate_anomalies
+    from mmae.data.datamodule import MultimodalDataModule
+
+    model = MultimodalAutoencoder(small_modalities, fusion=MeanFusion, latent_dim=4)
+
+    def datamodule(rate):
+        return MultimodalDataModule(
+            lambda split, modalities: SyntheticMultimodal(modalities, split=split, num_samples=400,
+                                                          seed=3, anomaly_rate=rate),
+            small_modalities, batch_size=64)
+
+    labelled = evaluate_anomalies(model, datamodule(0.3))
+    assert labelled["threshold_from"] == "best F1 on val"
+    assert labelled["samples"]["test_anomalies"] == 12 and 0 <= labelled["detection"]["f1"] <= 1
+    assert set(labelled["scores"]) >= {"combined", "image/from_all", "vector/from_others"}
+    unlabelled = evaluate_anomalies(model, datamodule(0.0))  # flags present but all False
+    assert unlabelled["threshold_from"] == "95% quantile of val"
+    assert unlabelled["scores"] == {} and "f1" not in unlabelled["detection"]
+    assert 0 < unlabelled["detection"]["flagged"] <= 8  # ~5% of 40 test samples, give or take

@@ -74,3 +74,31 @@ def test_generate_samples_features_from_a_vae_only():
     assert torch.equal(samples["vector"], again["vector"])
     with pytest.raises(ConfigError, match="use model=vae"):
         mmae.generate(mmae.MultimodalAutoencoder(modalities, fusion=MeanFusion), 2)
+
+
+def test_denoising_errors_measure_the_noise_on_the_elements_it_changes(model, tmp_path):
+    """With sigma 0.2 the noisy inputs are 0.04 from the clean ones (the noise variance): on
+    every element of the vector, and on the numeric column only of the table (its category
+    indices are never noised, and must not dilute the figure)."""
+    import numpy as np
+
+    from mmae.evaluate import denoising_errors, save_denoised
+
+    torch.manual_seed(0)
+    batches = []
+    for start in range(0, 2000, 500):
+        batch = _batch(model, 500)
+        batch["present"] = {n: torch.ones(500, dtype=torch.bool) for n in ("vector", "text", "table")}
+        batch["index"] = torch.arange(start, start + 500)
+        batches.append(batch)
+    errors = denoising_errors(model, batches, sigma=0.2, seed=1)
+    assert set(errors) == {"vector", "table"}  # text is discrete: nothing to add noise to
+    assert errors["vector"]["noisy"] == pytest.approx(0.04, rel=0.05)
+    assert errors["table"]["noisy"] == pytest.approx(0.04, rel=0.1)
+    vector = errors["vector"]
+    assert vector["reduction"] == pytest.approx(1 - vector["denoised"] / vector["noisy"])
+
+    path = save_denoised(model, batches[:1], 0.2, tmp_path / "clean.npz")
+    with np.load(path) as saved:
+        assert saved["vector"].shape == (500, 5) and saved["text"].dtype == np.int64
+        assert saved["ids"].tolist() == list(range(500)) and saved["present_table"].all()

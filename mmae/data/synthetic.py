@@ -111,12 +111,13 @@ def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
     """Make a `rate` fraction of pool samples `start:stop` anomalous, in place; return the flags.
 
     Half are mismatched pairs (one view replaced by that modality's view of a sample of
-    another class: each view looks normal, together they disagree), half corrupted views
+    another class of the same split: each view looks normal, together they disagree), half
+    corrupted views
     (one view replaced by noise of the view's own scale, or shuffled tokens). A sample with a
     single modality present can only be corrupted. A generator of its own leaves every
     normal sample as it is without anomalies.
     """
-    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    g = torch.Generator().manual_seed(seed * 7_919 + start)  # each split its own anomalies
     names = list(modalities)
     original = {n: v.clone() for n, v in views.items()}
     count = stop - start
@@ -128,7 +129,9 @@ def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
         name = present[int(torch.randint(len(present), (1,), generator=g))]
         column = names.index(name)
         if len(present) > 1 and bool(torch.rand(1, generator=g) < 0.5):
-            donors = torch.nonzero((labels != labels[i]) & mask[:, column]).flatten()
+            # Donors from the same split: no view the model was trained on appears in test.
+            own = (labels[start:stop] != labels[i]) & mask[start:stop, column]
+            donors = start + torch.nonzero(own).flatten()
             views[name][i] = original[name][donors[int(torch.randint(len(donors), (1,), generator=g))]]
         elif modalities[name].kind in DISCRETE_KINDS:
             views[name][i] = original[name][i][torch.randperm(original[name].shape[1], generator=g)]
