@@ -17,29 +17,17 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from bench_precision import StepTimer  # the same clock for both loops
+from bench_precision import measure  # mmae's loop, timed as the precision benchmark times it
 from hydra import compose, initialize_config_dir
 
-from mmae.config import CONFIG_DIR, build
+from mmae.config import CONFIG_DIR
 from mmae.train import build_module
 
 
 def _config(overrides: list[str]):
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=["logger=none", "paths.output_dir=/tmp/mmae-bench", *overrides])
-
-
-def mmae_loop(overrides: list[str], warmup: int, steps: int) -> float:
-    """Samples/s of `trainer.fit` as mmae-train runs it (minus validation and checkpoints)."""
-    cfg = _config(overrides)
-    pl.seed_everything(cfg.seed)
-    module, datamodule = build_module(cfg)
-    timer = StepTimer(warmup)
-    trainer = build(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                    max_epochs=-1, max_steps=warmup + steps)
-    trainer.fit(module, datamodule=datamodule)
-    return timer.samples / timer.seconds
+        return compose("train", overrides=["trainer=cpu", "logger=none", "paths.output_dir=/tmp/mmae-bench",
+                                           *overrides])
 
 
 def plain_loop(overrides: list[str], warmup: int, steps: int) -> float:
@@ -74,11 +62,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs; the best of each")
     args, overrides = parser.parse_known_args()
-    overrides = ["trainer=cpu", *overrides]
     plain, framework = 0.0, 0.0
     for _ in range(args.repeats):  # alternate, so that drift in the machine hits both alike
         plain = max(plain, plain_loop(overrides, args.warmup, args.steps))
-        framework = max(framework, mmae_loop(overrides, args.warmup, args.steps))
+        framework = max(framework, measure("cpu", overrides, args.warmup, args.steps))
     print(f"\n$ python scripts/bench_overhead.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; best of {args.repeats}, "
           f"{args.steps} timed steps after {args.warmup}")
