@@ -34,6 +34,9 @@ from mmae.resume import check_resumable, logger_arguments, resolve_ckpt_path
 from mmae.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
 
+# Settings in the `trainer` node that mmae reads itself rather than passing to Lightning.
+MMAE_TRAINER_KEYS = ("on_nonfinite",)
+
 
 def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
     """One object for a node with a `_target_` (`kwargs` added to its arguments), else one
@@ -56,6 +59,13 @@ def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
             "command line in every process, so each would run the whole sweep (Lightning #11300). "
             "Use trainer.strategy=ddp_spawn for sweeps, hydra/launcher=submitit_slurm on SLURM, "
             "or start each point as its own single run.")
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
+    (`on_nonfinite`, read by `build_module`) are not Trainer arguments and are left out."""
+    node = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k not in MMAE_TRAINER_KEYS])
+    return build(node, **kwargs)
 
 
 def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
@@ -101,8 +111,8 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     modalities = module.model.modalities
     logger = cfg.get("logger")
     loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
-    trainer: pl.Trainer = build(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
-                                logger=loggers or False)
+    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
+                            logger=loggers or False)
     _check_launcher(trainer, multirun)
     if trainer.is_global_zero:  # ranks are known once the Trainer exists
         output_dir.mkdir(parents=True, exist_ok=True)

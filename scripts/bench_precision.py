@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from mmae.config import CONFIG_DIR, build
-from mmae.train import build_module
+from mmae.config import CONFIG_DIR
+from mmae.train import build_module, build_trainer
 
 VARIANTS = {
     "fp32 eager": ["trainer.precision=32-true"],
@@ -61,7 +61,7 @@ def measure(trainer_choice: str, overrides: list[str], warmup: int, steps: int) 
     pl.seed_everything(cfg.seed)
     module, datamodule = build_module(cfg)
     timer = StepTimer(warmup)
-    trainer = build(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
+    trainer = build_trainer(cfg.trainer, callbacks=[timer], logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                     max_epochs=-1, max_steps=warmup + steps)
     trainer.fit(module, datamodule=datamodule)

@@ -13,9 +13,16 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mmae import load_encoder
-from mmae.config import build, check_group_overrides, is_rank_zero_process
+from mmae.config import check_group_overrides, is_rank_zero_process
 from mmae.errors import ConfigError
-from mmae.train import _build_all, _check_external_launch, _check_launcher, _default_trainer, train
+from mmae.train import (
+    _build_all,
+    _check_external_launch,
+    _check_launcher,
+    _default_trainer,
+    build_trainer,
+    train,
+)
 
 QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 # Each tiny run: 256 training samples in batches of 32.
@@ -53,7 +60,7 @@ def test_trainer_choices(compose_cfg, choice, accelerator, devices, strategy):
 
 def test_ddp_cpu_builds_two_processes_launched_by_lightning(compose_cfg):
     cfg = compose_cfg(*QUIET, "trainer=ddp_cpu")
-    trainer = build(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
     assert trainer.world_size == 2 and trainer.is_global_zero
     assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
 
@@ -93,13 +100,13 @@ SLURM_TASK = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME
 def test_a_sweep_may_use_ddp_where_slurm_starts_the_processes(compose_cfg, monkeypatch):
     """Lightning re-launches only processes it starts itself; SLURM tasks (submitit) it does not."""
     cfg = compose_cfg(*QUIET, "trainer=ddp_cpu")
-    local = build(cfg.trainer, logger=False)
+    local = build_trainer(cfg.trainer, logger=False)
     with pytest.raises(ConfigError, match="Lightning #11300"):
         _check_launcher(local, multirun=True)
     _check_launcher(local, multirun=False)
     for var, value in SLURM_TASK.items():
         monkeypatch.setenv(var, value)
-    _check_launcher(build(cfg.trainer, logger=False), multirun=True)
+    _check_launcher(build_trainer(cfg.trainer, logger=False), multirun=True)
 
 
 def test_hydra_s_own_groups_are_left_to_hydra(compose_cfg):
@@ -226,7 +233,7 @@ def test_gradient_accumulation_and_clipping_reach_the_trainer(compose_cfg):
                                              ("none", None)])
 def test_progress_bar_choice(compose_cfg, choice, bar):
     cfg = compose_cfg(f"progress_bar={choice}")
-    trainer = build(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
     if bar is None:
         assert trainer.progress_bar_callback is None
     else:
