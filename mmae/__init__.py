@@ -5,12 +5,13 @@ encoder can be used from code that has none of the training stack.
 """
 
 from mmae.applications import denoise, generate, impute
-from mmae.errors import ConfigError, DataError, InputError, MMAEError
+from mmae.errors import ArtifactError, ConfigError, DataError, InputError, MMAEError
 from mmae.export import load_checkpoint_model, load_encoder
 from mmae.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
 from mmae.version import __version__
 
 __all__ = [
+    "ArtifactError",
     "AutoencoderOutput",
     "ConfigError",
     "DataError",

@@ -22,3 +22,18 @@ class DataError(MMAEError, ValueError):
 
     The message names the manifest, the row and the column, so the user can find the cell.
     """
+
+
+class TrainingError(MMAEError, RuntimeError):
+    """Training cannot go on, e.g. a loss or a gradient became NaN or infinite.
+
+    The message names the step, the batch and the loss term or parameter concerned.
+    """
+
+
+class ArtifactError(MMAEError):
+    """A file mmae wrote (a checkpoint, an export) is truncated, corrupt, or holds something
+    other than tensors and primitives and is refused rather than unpickled.
+
+    The message names the file and says what is wrong with it.
+    """

@@ -222,7 +222,8 @@ def save_denoised(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
     arrays = {key: torch.cat(values).numpy() for key, values in parts.items()}
 
     def write(target: Path) -> None:
-        np.savez(target, **arrays)
+        with target.open("wb") as handle:  # a path without .npz would get one appended
+            np.savez(handle, **arrays)
 
     return write_atomic(path, write)
 
@@ -304,12 +305,19 @@ def main(argv: list[str] | None = None) -> None:
     from mmae.io import write_text_atomic
 
     overrides = sys.argv[1:] if argv is None else argv
-    cfg = compose_config("evaluate", overrides)
+    try:
+        cfg = compose_config("evaluate", overrides)
+    except MMAEError as error:  # unknown key, wrong type, bad choice: the message only
+        sys.exit(f"mmae-eval: {error}")
     run = Path(cfg.run) if cfg.run else None
     switches_data = any(o.startswith(("data=", "+data=")) for o in overrides)
     if run and (run / "config.yaml").is_file() and not switches_data:
         # Evaluate on the data the run trained on, with this command's data.* overrides on top.
-        trained = OmegaConf.load(run / "config.yaml")
+        try:
+            trained = OmegaConf.load(run / "config.yaml")
+        except yaml.YAMLError as error:  # mmae-train writes it atomically: damaged since
+            sys.exit(f"mmae-eval: {run / 'config.yaml'} is truncated or corrupt: "
+                     f"{' '.join(str(error).split())}")
         for override in overrides:
             key, _, value = override.lstrip("+").partition("=")
             if key.startswith("data."):

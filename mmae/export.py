@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,8 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, MMAEError
+from mmae.checkpoint import load_checkpoint_file
+from mmae.errors import ArtifactError, ConfigError, MMAEError
 from mmae.fusion import AttentionFusion, ConcatFusion, Fusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
+from mmae.io import atomic_directory
 from mmae.modalities import MODALITY_KINDS
 from mmae.modalities.text import TextModality
 from mmae.model import MultimodalAutoencoder, MultimodalEncoder
@@ -40,7 +39,7 @@ FUSION_CLASSES: dict[str, type[Fusion]] = {
 MODALITY_CLASSES = {f"mmae.modalities.{cls.__name__}": cls for cls in MODALITY_KINDS.values()}
 
 
-class ExportError(MMAEError):
+class ExportError(ArtifactError):
     """An export directory is missing, corrupt, tampered with, or from an incompatible mmae."""
 
 
@@ -132,27 +131,20 @@ def _self_contained_text(description: dict, encoder: MultimodalEncoder, folder: 
 
 
 def export_encoder(model: MultimodalAutoencoder, directory: str | Path) -> Path:
-    """Write the encoder of `model` as an export directory; the write is atomic (a temporary
-    directory renamed into place), so a crash never leaves a half-written export."""
+    """Write the encoder of `model` as an export directory; the write is atomic (a staging
+    directory beside it, fsynced and renamed into place, see `mmae.io.atomic_directory`), so a
+    crash never leaves a half-written export, and an existing one is replaced whole."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         description = describe(model)
         description.pop("decoder")
         _self_contained_text(description, model.encoder, staging)
         state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
         save_file(state, staging / WEIGHTS, metadata={"format": "pt", "mmae_version": __version__})
         description["weights_sha256"] = sha256(staging / WEIGHTS)
-        (staging / CONFIG).write_text(json.dumps(description, indent=2))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / CONFIG).write_text(json.dumps(description, indent=2), encoding="utf-8")
     return directory
 
 
@@ -197,9 +189,13 @@ def _read_config(folder: Path) -> dict:
     if not config_path.is_file():
         raise ExportError(f"{config_path} is missing: not an mmae export")
     try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ExportError(f"{config_path} is not valid JSON ({error})") from None
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ExportError(f"{config_path} is truncated or corrupt: not valid JSON ({error})") from None
+    except OSError as error:
+        raise ExportError(f"cannot read {config_path}: {error.strerror or error}") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{config_path} holds a JSON {type(config).__name__}, not an export description")
     version = str(config.get("mmae_version", "?"))
     if version.split(".")[0] != __version__.split(".")[0]:
         raise ExportError(f"{folder} was exported by mmae {version}; this is mmae {__version__}: "
@@ -221,9 +217,14 @@ def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
         head = handle.read(9)
     # A safetensors file starts with an 8-byte header length, then its JSON header. Anything
     # else (a pickle, a zip from torch.save) is refused before it is parsed.
-    if len(head) < 9 or head[8:9] != b"{":
+    if len(head) < 9:
+        raise ExportError(f"{path} is truncated ({len(head)} bytes): not a safetensors file")
+    if head[8:9] != b"{":
         raise ExportError(f"{path} is not a safetensors file (pickled or torch.save weights are "
                           "refused: they can run code when loaded)")
+    if not expected_hash:
+        raise ExportError(f"{folder / CONFIG} records no weights_sha256, so {path} cannot be "
+                          "checked: not an export written by mmae, or its config.json was edited")
     actual = sha256(path)
     if actual != expected_hash:
         raise ExportError(f"{path}: SHA-256 {actual[:16]}... does not match config.json's "
@@ -241,7 +242,9 @@ def load_encoder(path: str | Path, sample: bool = False) -> FrozenEncoder:
     weights = _read_weights(folder, config.get("weights_sha256"))
     try:
         encoder = build_encoder(config, root=folder)
-    except (TypeError, KeyError) as error:
+    except MMAEError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError, OSError) as error:
         raise ExportError(f"{folder / CONFIG} does not describe an encoder: {error}") from None
     try:
         missing, unexpected = encoder.load_state_dict(weights, strict=False)
@@ -313,21 +316,31 @@ def export_onnx(encoder: FrozenEncoder, path: str | Path) -> float | None:
 
 
 def load_checkpoint_model(checkpoint_path: str | Path) -> MultimodalAutoencoder:
-    """The trained autoencoder of an mmae training checkpoint (loaded with weights_only=True)."""
-    path = Path(checkpoint_path)
-    if not path.is_file():
-        raise ExportError(f"checkpoint {path} not found")
+    """The trained autoencoder of an mmae training checkpoint (`load_checkpoint_file`: loaded
+    with weights_only=True; a missing, truncated or pickle-planted file is an mmae error)."""
+    path = checkpoint_path  # a local file or an fsspec URL
+    checkpoint = load_checkpoint_file(path)
+    if "mmae_model" not in checkpoint or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise ArtifactError(f"{path} was not written by mmae-train (no model description)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, pickle with code, not a checkpoint
-        raise ExportError(f"{path} is not a loadable mmae checkpoint: {str(error).splitlines()[0]}") from None
-    if "mmae_model" not in checkpoint:
-        raise ExportError(f"{path} was not written by mmae-train (no model description)")
-    model = build_model(checkpoint["mmae_model"])
+        model = build_model(checkpoint["mmae_model"])
+    except MMAEError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError) as error:
+        raise ArtifactError(f"{path}: its model description does not build a model ({error})") from None
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # weights of other shapes than its own description
+        raise ArtifactError(f"{path}: the weights do not match its model description "
+                            f"({_first_line(error)})") from None
     return model.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return " ".join(lines[:2]) if lines else type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> None:

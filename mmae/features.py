@@ -51,8 +51,8 @@ def save_features(features: Features, path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = compose_config("features", sys.argv[1:] if argv is None else argv)
     try:
+        cfg = compose_config("features", sys.argv[1:] if argv is None else argv)
         if not cfg.encoder or not cfg.output:
             raise ConfigError("give encoder=DIR (an mmae export) and output=FILE (.npz, .npy, .parquet)")
         if cfg.split not in SPLITS:

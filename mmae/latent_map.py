@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from mmae.errors import ConfigError
+from mmae.io import write_atomic
 
 #: Projection -> the package it needs beyond mmae's own dependencies (None: none).
 PROJECTIONS = {"pca": None, "tsne": "scikit-learn", "umap": "umap-learn"}
@@ -113,8 +114,6 @@ def save_png(path: str | Path, points: np.ndarray | Tensor, labels: np.ndarray |
     """Write the scatter plot of `scatter_image` to a PNG file."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = Path(path)
     figure = _figure(points, labels, title)
     FigureCanvasAgg(figure)
-    figure.savefig(path, format="png")
-    return path
+    return write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"))

@@ -9,13 +9,16 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
+from pytorch_lightning.utilities import rank_zero_warn
 
 from mmae import random_state
 from mmae.corruption import NoCorruption
 from mmae.data.batch import split_batch
+from mmae.errors import TrainingError
 from mmae.export import describe
 from mmae.metrics import estimate_baselines, reconstruction_sums
 from mmae.model import MultimodalAutoencoder
+from mmae.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
 from mmae.objectives import Objective, ReconstructionLoss, Step
 from mmae.version import __version__
 
@@ -41,16 +44,23 @@ class AutoencoderModule(pl.LightningModule):
 
     Validation logs, per modality, the error from all inputs, from every leave-one-out
     subset, and of the training-mean baseline (estimated once from the training loader).
+
+    A NaN or infinite loss or gradient never reaches the weights: `on_nonfinite="raise"`
+    stops with the step, batch and term or parameter; `"skip"` drops that optimizer step
+    and counts it in `train/nonfinite_skipped`.
     """
+
+    _WARN_SKIPS = 5  # skips warned about one by one; later ones are only counted
 
     def __init__(self, model: MultimodalAutoencoder, objective: Objective,
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., object] | None = None,
                  corruption: Callable | None = None, config: dict | None = None,
-                 baseline_batches: int = 100):
+                 baseline_batches: int = 100, on_nonfinite: str = "raise"):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
+        self.on_nonfinite = check_policy(on_nonfinite)
         objective.check(model)
         _warn_if_unregularized_overcomplete(model, objective, corruption)
         self.model = model
@@ -59,6 +69,9 @@ class AutoencoderModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.corruption = corruption or NoCorruption()
         self.baseline_batches = baseline_batches
+        self.nonfinite_skipped = 0
+        self._nonfinite_loss: str | None = None  # what went wrong in this step's batches
+        self._batch_idx = 0
         self.baselines: dict[str, torch.Tensor] | None = None
         self._val_sums: dict[str, torch.Tensor] = {}
         self._resumed_random_state: dict | None = None
@@ -80,15 +93,60 @@ class AutoencoderModule(pl.LightningModule):
             self.log(f"{stage}/skipped_samples", batch["skipped"].float(), reduce_fx="sum",
                      on_step=False, on_epoch=True, batch_size=1)
 
+    def _zero_loss(self) -> torch.Tensor:
+        # A zero loss on the graph rather than None: under DDP every rank must run backward.
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        self._batch_idx = batch_idx  # named if this step's gradients turn out non-finite
         if batch is None:  # every sample of the batch was skipped
-            # A zero loss on the graph rather than None: under DDP every rank must run backward.
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+            return self._zero_loss()
         self._count_skipped("train", batch)
         losses, step = self._losses(batch, train=True)
+        if not is_finite(losses.total):
+            # Decided at the optimizer step, where every DDP rank learns of it together.
+            self._nonfinite_loss = (f"non-finite loss {first_few(nonfinite_terms(losses.logged))} "
+                                    f"(epoch {self.current_epoch}, batch {batch_idx})")
+            return self._zero_loss()
         batch_size = next(iter(step.targets.values())).shape[0]
         self._log_losses("train", losses.logged, batch_size)
         return losses.total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop or skip the step if a loss or (unscaled, all-reduced) gradient is not finite."""
+        problem, self._nonfinite_loss = self._nonfinite_loss, None
+        if problem is None and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            # (With fp16 loss scaling, overflowing gradients are the scaler's to skip.)
+            bad = nonfinite_gradients(self.named_parameters())
+            if bad:
+                problem = (f"non-finite gradient of {first_few(bad)} "
+                           f"(epoch {self.current_epoch}, batch {self._batch_idx})")
+        if not self._on_any_rank(problem is not None):
+            return
+        problem = f"step {self.global_step}: {problem or 'a non-finite loss or gradient on another rank'}"
+        if self.on_nonfinite == "raise":
+            saved = self.trainer.checkpoint_callback
+            raise TrainingError(
+                f"{problem}. Nothing of this step reached the weights"
+                + (f"; {saved.dirpath} holds the last good checkpoints" if saved else "")
+                + ". Lower the learning rate, clip gradients (trainer.gradient_clip_val=1.0) or check "
+                "the data; trainer.on_nonfinite=skip drops such steps instead.")
+        optimizer.zero_grad(set_to_none=True)  # no gradient, no update (nor weight decay)
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped <= self._WARN_SKIPS:
+            later = "; later skips are only counted" if self.nonfinite_skipped == self._WARN_SKIPS else ""
+            rank_zero_warn(f"skipped {problem} (on_nonfinite=skip; "
+                           f"{self.nonfinite_skipped} so far{later})", category=RuntimeWarning)
+
+    def on_train_epoch_end(self) -> None:
+        if self.on_nonfinite == "skip":
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), reduce_fx="max")
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        if not self._distributed():
+            return flag
+        votes = torch.tensor(float(flag), device=self.device)
+        return bool(self.trainer.strategy.reduce(votes, reduce_op="sum") > 0)
 
     def validation_step(self, batch: dict | None, batch_idx: int) -> None:
         if batch is None:
@@ -158,11 +216,13 @@ class AutoencoderModule(pl.LightningModule):
         checkpoint["mmae_version"] = __version__
         checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
         checkpoint["mmae_baselines"] = self.baselines
+        checkpoint["mmae_nonfinite_skipped"] = self.nonfinite_skipped
         # Every rank's generators (called on all ranks; rank zero writes the file).
         checkpoint["mmae_random_state"] = self._gather_over_ranks(random_state.capture())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.baselines = checkpoint.get("mmae_baselines")
+        self.nonfinite_skipped = checkpoint.get("mmae_nonfinite_skipped", 0)
         states = checkpoint.get("mmae_random_state")
         if states and self._trainer is not None and self.trainer.state.fn == "fit":
             # This rank's state if the world size is unchanged; otherwise the checkpoint's

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,8 +20,26 @@ from mmae.gaussian import LOGVAR_BOUNDS, Posterior
 from mmae.modalities.base import Modality, mlp
 
 FusionFactory = Callable[[Sequence[str], int, int], Fusion]
+LatentActivation = Literal["sigmoid", "tanh", "relu"]
 LATENT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+
+
+def check_encoder_choices(fusion: type[Fusion], variational: bool, latent_activation: str | None) -> None:
+    """Raise `ConfigError` for the fusion / code choices an encoder cannot combine, saying what
+    to choose instead. `MultimodalEncoder` checks them when it is built, and `mmae.schema` as
+    soon as the config is composed."""
+    if fusion.variational and not variational:
+        raise ConfigError(
+            f"fusion {fusion.__name__} is variational: it needs model=vae; "
+            "a deterministic model (model=ae) takes fusion=mean, concat or attention"
+        )
+    if latent_activation is not None and latent_activation not in LATENT_ACTIVATIONS:
+        raise ConfigError(f"latent_activation must be null or one of {sorted(LATENT_ACTIVATIONS)}, "
+                          f"got '{latent_activation}'")
+    if latent_activation is not None and variational:
+        raise ConfigError("latent_activation shapes a deterministic code; model=vae has a Gaussian "
+                          "code: set model.latent_activation=null")
 
 
 @dataclass
@@ -111,7 +130,7 @@ class MultimodalEncoder(nn.Module):
 
     def __init__(self, modalities: Mapping[str, Modality], fusion: FusionFactory,
                  embed_dim: int, latent_dim: int, variational: bool = False,
-                 latent_activation: str | None = None):
+                 latent_activation: LatentActivation | None = None):
         super().__init__()
         if not modalities:
             raise ConfigError("MultimodalEncoder: at least one modality is required")
@@ -123,19 +142,9 @@ class MultimodalEncoder(nn.Module):
             {n: p for n, m in modalities.items() if (p := m.build_preprocessor()) is not None})
         self.encoders = nn.ModuleDict({n: m.build_encoder(embed_dim) for n, m in modalities.items()})
         self.fusion = fusion(list(modalities), embed_dim, latent_dim)
-        if self.fusion.variational and not variational:
-            raise ConfigError(
-                f"fusion {type(self.fusion).__name__} is variational: it needs model=vae; "
-                "a deterministic model (model=ae) takes fusion=mean, concat or attention"
-            )
+        check_encoder_choices(type(self.fusion), variational, latent_activation)
         self.posterior_head = (nn.Linear(latent_dim, 2 * latent_dim)
                                if variational and not self.fusion.variational else None)
-        if latent_activation is not None and latent_activation not in LATENT_ACTIVATIONS:
-            raise ConfigError(f"latent_activation must be null or one of {sorted(LATENT_ACTIVATIONS)}, "
-                              f"got '{latent_activation}'")
-        if latent_activation is not None and variational:
-            raise ConfigError("latent_activation shapes a deterministic code; model=vae has a Gaussian "
-                              "code: set model.latent_activation=null")
         self.latent_activation = latent_activation
 
     def preprocess(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -192,7 +201,7 @@ class MultimodalAutoencoder(nn.Module):
 
     def __init__(self, modalities: Mapping[str, Modality], fusion: FusionFactory,
                  latent_dim: int = 16, embed_dim: int = 128, decoder_hidden: int = 256,
-                 variational: bool = False, latent_activation: str | None = None):
+                 variational: bool = False, latent_activation: LatentActivation | None = None):
         super().__init__()
         if latent_dim <= 0 or embed_dim <= 0 or decoder_hidden <= 0:
             raise ConfigError(

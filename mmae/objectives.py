@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -196,6 +197,9 @@ def jacobian_frobenius_sq(code: Tensor, inputs: list[Tensor], method: str = "exa
     return sum(draws) / num_projections
 
 
+ContractiveMethod = Literal["auto", "exact", "projection"]
+
+
 class ContractivePenalty(LossTerm):
     """`lam * mean_b ||J_f(x_b)||_F^2`, the Jacobian of the code w.r.t. the encoder's inputs.
 
@@ -205,9 +209,9 @@ class ContractivePenalty(LossTerm):
     """
 
     needs_input_grad = True
-    METHODS = ("auto", "exact", "projection")
+    METHODS = get_args(ContractiveMethod)
 
-    def __init__(self, lam: float = 1e-2, method: str = "auto", num_projections: int = 4):
+    def __init__(self, lam: float = 1e-2, method: ContractiveMethod = "auto", num_projections: int = 4):
         if method not in self.METHODS:
             raise ConfigError(f"ContractivePenalty: method must be one of {self.METHODS}, got '{method}'")
         if num_projections < 1:

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mmae.checkpoint import load_checkpoint_file
 from mmae.errors import ConfigError
 from mmae.tracking import previous_run_id
 
@@ -20,6 +20,7 @@ ARCHITECTURE = ("modality", "model", "fusion")
 FREE = ("ckpt_path", "paths", "logger", "callbacks", "compile", "compile_options",
         "trainer.default_root_dir", "trainer.max_epochs", "trainer.max_steps", "trainer.max_time",
         "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+        "trainer.on_nonfinite",
         "data.num_workers", "data.pin_memory")
 
 
@@ -71,8 +72,9 @@ def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
     A different architecture is an error (the weights cannot load); other differences are a
     warning (the run continues, but will not equal an uninterrupted one).
     """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = checkpoint.get("hyper_parameters", {}).get("config")
+    checkpoint = load_checkpoint_file(ckpt_path, mmap=True)  # a truncated or planted file: refused here
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    saved = hyper_parameters.get("config") if isinstance(hyper_parameters, Mapping) else None
     if saved is None:
         return  # not written by mmae-train: Lightning's own checks apply
     differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))

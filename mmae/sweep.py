@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -20,7 +21,10 @@ from mmae.io import write_text_atomic
 
 def _overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
-    return list(OmegaConf.load(path)) if path.is_file() else []
+    try:
+        return list(OmegaConf.load(path)) if path.is_file() else []
+    except yaml.YAMLError:  # Hydra writes it in place: a killed job can leave a part
+        return []
 
 
 def _run_row(run_dir: Path, shared: set[str]) -> dict[str, Any]:
@@ -30,7 +34,11 @@ def _run_row(run_dir: Path, shared: set[str]) -> dict[str, Any]:
     if not metrics_file.is_file():
         row["status"] = "failed or unfinished (no metrics.json)"
         return row
-    report = json.loads(metrics_file.read_text())
+    try:
+        report = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):  # not written by mmae (it writes atomically)
+        row["status"] = "metrics.json is truncated or corrupt"
+        return row
     row["status"] = "ok"
     row["val/loss"] = report["metrics"].get("val/loss")
     for name, imputation in report.get("imputation", {}).items():

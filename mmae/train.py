@@ -22,20 +22,22 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.plugins import CheckpointIO
+from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides
+from mmae.checkpoint import AtomicCheckpointIO
+from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
 from mmae.errors import ConfigError, MMAEError
 from mmae.export import export_encoder
 from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
 from mmae.resume import check_resumable, logger_arguments, resolve_ckpt_path
+from mmae.schema import MMAE_TRAINER_KEYS, validate_config
 from mmae.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
-
-# Settings in the `trainer` node that mmae reads itself rather than passing to Lightning.
-MMAE_TRAINER_KEYS = ("on_nonfinite",)
 
 
 def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
@@ -61,11 +63,31 @@ def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
             "or start each point as its own single run.")
 
 
+def _plugins(settings: dict, kwargs: dict) -> list:
+    """The Trainer's plugins (those of `kwargs`, else of the config) plus `AtomicCheckpointIO`,
+    unless one of them or a Strategy object already brings its own CheckpointIO."""
+    given = settings.pop("plugins", None)
+    given = kwargs.get("plugins", given)
+    plugins = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
+    plugins = [build(p) if isinstance(p, dict) else p for p in plugins]
+    strategy = kwargs.get("strategy", settings.get("strategy"))
+    has_io = (any(isinstance(p, CheckpointIO) for p in plugins)
+              or (isinstance(strategy, Strategy) and strategy._checkpoint_io is not None)
+              or (isinstance(strategy, dict) and strategy.get("checkpoint_io") is not None))
+    return plugins if has_io else [*plugins, AtomicCheckpointIO()]
+
+
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
-    (`on_nonfinite`, read by `build_module`) are not Trainer arguments and are left out."""
-    node = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k not in MMAE_TRAINER_KEYS])
-    return build(node, **kwargs)
+    (`on_nonfinite`, read by `build_module`) are not Trainer arguments and are left out;
+    `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
+    settings = OmegaConf.to_container(trainer_cfg, resolve=True)
+    for key in MMAE_TRAINER_KEYS:
+        settings.pop(key, None)
+    if not settings.get("enable_progress_bar", True):  # it overrules the progress_bar choice
+        kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, ProgressBar)]
+    kwargs["plugins"] = _plugins(settings, kwargs)  # checkpoints written atomically, loaded safely
+    return build(settings, **kwargs)
 
 
 def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
@@ -77,6 +99,7 @@ def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
 def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
     output dir. `multirun` says the job is one point of a Hydra sweep."""
+    validate_config(cfg, "train")  # unknown keys, wrong types, impossible combinations
     with tracking_session():
         return _train(cfg, multirun)
 
@@ -96,6 +119,7 @@ def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataMo
         scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
         corruption=build(cfg.corruption),
         config=OmegaConf.to_container(cfg, resolve=True),
+        on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
     )
     return module, datamodule
 
@@ -116,7 +140,7 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     _check_launcher(trainer, multirun)
     if trainer.is_global_zero:  # ranks are known once the Trainer exists
         output_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     with warnings.catch_warnings():
         if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
@@ -130,6 +154,7 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         "skipped_rows": {split: len(getattr(data, "skipped", []))
                          for split, data in datamodule.datasets.items()},
         "epochs": trainer.current_epoch,
+        "nonfinite_skipped": module.nonfinite_skipped,
         "best_checkpoint": best,
         "metrics": metrics,
         "imputation": imputation_summary(metrics, modalities),
@@ -178,6 +203,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         _check_external_launch(hydra_cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
+        validate_config(cfg, "train")  # before anything is built (train() checks it too)
         report, objects = train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     except MMAEError as error:  # a config or data problem: the message, not a traceback
         sys.exit(f"mmae-train: {error}")
@@ -193,13 +219,29 @@ def _default_trainer(overrides: list[str]) -> list[str]:
     return [] if chose or not torch.cuda.is_available() else ["trainer=gpu"]
 
 
+def _validate_overrides(overrides: list[str]) -> None:
+    """Compose and validate once before Hydra starts, so that a bad config leaves no run
+    directory behind and an override of a key that does not exist (`model.latnt_dim=3`, which
+    Hydra refuses naming only the key) lists the valid keys. Any other composition problem,
+    sweeps (-m) and Hydra's flags are left to Hydra (`_hydra_main` validates each job)."""
+    if any(o.startswith("-") for o in overrides):
+        return
+    try:
+        compose_config("train", overrides)
+    except ConfigError:
+        raise
+    except Exception:  # Hydra reports it as usual
+        return
+
+
 def main() -> None:
     """Console entry point of `mmae-train`."""
     try:
         check_group_overrides(sys.argv[1:])
+        sys.argv += _default_trainer(sys.argv[1:])
+        _validate_overrides(sys.argv[1:])
     except MMAEError as error:
         sys.exit(f"mmae-train: {error}")
-    sys.argv += _default_trainer(sys.argv[1:])
     _hydra_main()
 
 

@@ -240,6 +240,12 @@ def test_progress_bar_choice(compose_cfg, choice, bar):
         assert type(trainer.progress_bar_callback) is bar
 
 
+def test_disabling_the_progress_bar_overrules_the_choice(compose_cfg):
+    cfg = compose_cfg("progress_bar=rich", "trainer.enable_progress_bar=false")
+    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    assert trainer.progress_bar_callback is None
+
+
 def test_a_visible_gpu_makes_gpu_the_default_trainer(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert _default_trainer(["experiment=tiny"]) == ["trainer=gpu"]

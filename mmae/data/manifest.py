@@ -3,22 +3,30 @@
 Each modality reads its column(s): a path relative to the manifest (image, audio, `.npy`
 vectors) or an inline value (text, numbers). An empty cell means the modality is missing
 for that sample. Optional columns: `split` (train / val / test; otherwise a seeded random
-split) and `label` (integers, or strings mapped to sorted indices). Files are read lazily,
-in the DataLoader's workers, so the data may be larger than memory.
+split) and `label` (integers up to MAX_CLASS_INDEX, or anything else mapped to sorted
+indices). Files are read lazily, in the DataLoader's workers, so the data may be larger than
+memory.
 
 Every problem is reported as a `DataError` naming the manifest, the row (1-based, header not
-counted) and the column. With `on_error="skip"` the sample is skipped instead and counted.
+counted) and the column. With `on_error="skip"` the sample is skipped instead and counted;
+problems with the file as a whole (not UTF-8, unparsable, a column named twice, a CSV row
+with more or fewer cells than the header) and with the `split`, `label` and `anomaly`
+columns are raised either way. There is no id column: a row is a sample, identified by its
+row number (`index`), so a row repeating another is kept, with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import reprlib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -28,11 +36,15 @@ from mmae.data.datamodule import MultimodalDataModule
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
 
-ON_ERROR = ("raise", "skip")
+OnError = Literal["raise", "skip"]
+ON_ERROR = get_args(OnError)
 #: Accepted cells of the optional `anomaly` column.
 ANOMALY_VALUES = {"": False, "0": False, "0.0": False, "false": False, "no": False,
                   "1": True, "1.0": True, "true": True, "yes": True}
 FILE_KINDS = {"image", "audio"}  # kinds whose cells are file paths, checked up front
+#: Integer labels up to this are class indices; larger ones (ids, hashes) are mapped like strings,
+#: so that a classifier over the labels never needs more outputs than this.
+MAX_CLASS_INDEX = 100_000
 
 
 def _empty(value: Any) -> bool:
@@ -41,39 +53,112 @@ def _empty(value: Any) -> bool:
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
-    """The manifest's rows as dicts, by file extension (.csv, .tsv, .jsonl, .parquet)."""
-    if not path.is_file():
+    """The manifest's rows as dicts, by file extension (.csv, .tsv, .jsonl, .parquet).
+
+    Text manifests must be UTF-8 (a byte-order mark is allowed). A file that cannot be parsed,
+    a column named twice or a CSV row with more or fewer cells than the header is a
+    `DataError`: guessing which cell is which would load the wrong values silently.
+    """
+    if not os.path.isfile(path):
         raise DataError(f"manifest not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"):
+        raise DataError(f"{path}: unknown manifest format '{suffix}'; use .csv, .tsv, .jsonl or .parquet")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the manifest has no rows (the file is empty)")
     if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+        return _read_csv(path, _read_text(path), "\t" if suffix == ".tsv" else ",")
     if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(f"{path.name}, line {line_number}: invalid JSON ({error})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path.name}, line {line_number}: expected a JSON object")
-                rows.append(row)
-        return rows
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        return _read_jsonl(path, _read_text(path))
+    return _read_parquet(path)
 
-        return pq.read_table(path).to_pylist()
-    raise DataError(f"{path}: unknown manifest format '{suffix}'; use .csv, .tsv, .jsonl or .parquet")
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(f"{path.name}, line {line}: not UTF-8 text (byte {error.start}: {error.reason}); "
+                        "save the manifest as UTF-8") from None
+
+
+def _read_csv(path: Path, text: str, delimiter: str) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[dict[str, Any]] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            return rows
+        _refuse_duplicates(path, header)
+        for cells in reader:
+            if not cells:
+                continue  # a blank line
+            if len(cells) != len(header):
+                raise DataError(f"{path.name}, row {len(rows) + 1}: {len(cells)} cells, but the header names "
+                                f"{len(header)} columns (line {reader.line_num}; a cell holding the "
+                                f"delimiter {delimiter!r} must be quoted)")
+            rows.append(dict(zip(header, cells, strict=True)))
+    except csv.Error as error:
+        reason = (f"a cell is longer than {csv.field_size_limit()} characters (put long values in files, "
+                  "or use JSONL or Parquet)" if "field limit" in str(error) else str(error))
+        raise DataError(f"{path.name}, row {len(rows) + 1} (line {reader.line_num}): {reason}") from None
+    return rows
+
+
+class _DuplicateKeys(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKeys(sorted({k for k in keys if keys.count(k) > 1}))
+    return dict(pairs)
+
+
+def _read_jsonl(path: Path, text: str) -> list[dict[str, Any]]:
+    rows = []
+    for line_number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKeys as error:
+            raise DataError(f"{path.name}, row {len(rows) + 1} (line {line_number}): key(s) {error} appear "
+                            "more than once") from None
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, too many digits, too deep
+            raise DataError(f"{path.name}, line {line_number}: invalid JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path.name}, line {line_number}: expected a JSON object, "
+                            f"got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path).read()
+        _refuse_duplicates(path, table.column_names)
+        return table.to_pylist()
+    except (pyarrow.ArrowException, OSError) as error:
+        raise DataError(f"{path.name}: cannot read the Parquet file ({error})") from None
+
+
+def _refuse_duplicates(path: Path, columns: list[str]) -> None:
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path.name}: column(s) {duplicated} appear more than once in the header")
 
 
 class ManifestDataset(Dataset):
     """One split of a manifest, validated up front, read lazily."""
 
     def __init__(self, path: str | Path, modalities: Mapping[str, Modality], split: str = "train",
-                 on_error: str = "raise", split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 on_error: OnError = "raise", split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
                  seed: int = 0):
         if split not in SPLITS:
             raise ConfigError(f"ManifestDataset: split must be one of {SPLITS}, got '{split}'")
@@ -90,6 +175,8 @@ class ManifestDataset(Dataset):
         self.labels = self._label_map(rows)
         self.anomaly = self._anomaly_flags(rows)
         splits = self._splits(rows, split_fractions, seed)
+        if split == "train":
+            self._warn_duplicates(rows)
         self.rows: list[tuple[int, dict]] = []
         for number, row in enumerate(rows, start=1):
             if splits[number - 1] == split and self._accept(number, row):
@@ -101,7 +188,8 @@ class ManifestDataset(Dataset):
 
     def _where(self, number: int, name: str) -> str:
         columns = self.columns[name]
-        column = f"column '{columns[0]}'" if len(columns) == 1 else f"columns {columns} ({name})"
+        single = len(columns) == 1 and not self.modalities[name].multi_column
+        column = f"column '{columns[0]}'" if single else f"columns {columns} ({name})"
         return f"{self.path.name}, row {number}, {column}"
 
     def _check_columns(self, rows: list[dict]) -> None:
@@ -130,17 +218,48 @@ class ManifestDataset(Dataset):
         return flags
 
     def _label_map(self, rows: list[dict]) -> dict[str, int] | None:
-        values = [r.get("label") for r in rows if not _empty(r.get("label"))]
+        values = []
+        for number, row in enumerate(rows, start=1):
+            value = row.get("label")
+            if _empty(value):
+                continue
+            if not isinstance(value, (str, int, float)):
+                raise DataError(f"{self.path.name}, row {number}, column 'label': expected a class name or "
+                                f"index, got {type(value).__name__} {reprlib.repr(value)}")
+            values.append(value)
         if not values:
             return None
         try:
             numbers = {str(v): float(v) for v in values}
-        except ValueError:
+        except (ValueError, OverflowError):
             numbers = None
-        if numbers is not None and all(n.is_integer() and n >= 0 for n in numbers.values()):
+        if numbers is not None and all(n.is_integer() and 0 <= n <= MAX_CLASS_INDEX
+                                       for n in numbers.values()):
             return {k: int(n) for k, n in numbers.items()}
-        # Strings, or numbers that are not class indices (1.5, -1): map sorted values to indices.
+        # Strings, or numbers that are not class indices (1.5, -1, 1e20): map sorted values to indices.
         return {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
+
+    def _warn_duplicates(self, rows: list[dict]) -> None:
+        """Rows repeating an earlier row are kept (a row is a sample; `index` is its row number),
+        but said: a repeat that lands in another split leaks evaluation data into training."""
+        first: dict[Any, int] = {}
+        repeats = []
+        for number, row in enumerate(rows, start=1):
+            try:
+                key: Any = tuple(row.items())
+                hash(key)
+            except TypeError:  # JSONL lists or objects in cells
+                key = json.dumps(row, sort_keys=True, default=repr)
+            if key in first:
+                repeats.append(f"row {number} = row {first[key]}")
+            else:
+                first[key] = number
+        if repeats:
+            warnings.warn(f"{self.path.name}: {len(repeats)} row(s) repeat an earlier row ("
+                          + "; ".join(repeats[:5]) + (" ..." if len(repeats) > 5 else "")
+                          + "); each is kept as a separate sample, and a repeat in another split leaks "
+                          "evaluation data into training: deduplicate the manifest unless they are meant",
+                          UserWarning, stacklevel=3)
 
     def _splits(self, rows: list[dict], fractions: Sequence[float], seed: int) -> list[str]:
         if any(not _empty(r.get("split")) for r in rows):
@@ -149,8 +268,9 @@ class ManifestDataset(Dataset):
                     raise DataError(f"{self.path.name}, row {number}, column 'split': "
                                     f"{row.get('split')!r}, expected one of {SPLITS}")
             return [str(r["split"]).strip() for r in rows]
-        if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6:
-            raise ConfigError(f"split_fractions must be 3 numbers summing to 1, got {list(fractions)}")
+        if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            raise ConfigError(f"split_fractions must be 3 numbers in [0, 1] summing to 1, "
+                              f"got {list(fractions)}")
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
         n_train, n_val = round(fractions[0] * len(rows)), round(fractions[1] * len(rows))
         assigned = [""] * len(rows)
@@ -178,8 +298,12 @@ class ManifestDataset(Dataset):
             for name in present:
                 modality = self.modalities[name]
                 if modality.kind in FILE_KINDS:
-                    file = self.root / str(row[self.columns[name][0]]).strip()
-                    if not file.is_file():
+                    cell = row[self.columns[name][0]]
+                    if not isinstance(cell, str):
+                        raise DataError(f"{self._where(number, name)}: expected a file path, got "
+                                        f"{type(cell).__name__} {reprlib.repr(cell)}")
+                    file = self.root / cell.strip()
+                    if not os.path.isfile(file):  # unlike Path.is_file, False for a name too long
                         raise DataError(f"{self._where(number, name)}: file not found: {file}")
                 else:
                     try:
@@ -196,7 +320,9 @@ class ManifestDataset(Dataset):
     def _value(self, name: str, row: dict) -> Any:
         """A modality's cell: the value, or a dict of values for a multi-column modality."""
         columns = self.columns[name]
-        return row[columns[0]] if len(columns) == 1 else {c: row[c] for c in columns}
+        if not self.modalities[name].multi_column:
+            return row[columns[0]]
+        return {c: row[c] for c in columns}  # even for one column: a table of one column
 
     def cells(self, name: str) -> list[Any]:
         """The present cells of one modality, in row order."""
@@ -251,7 +377,7 @@ class ManifestDataModule(MultimodalDataModule):
     training-split statistics (tabular) as soon as it is built, before the model is."""
 
     def __init__(self, path: str, modalities: Mapping[str, Modality], batch_size: int = 32,
-                 num_workers: int = 2, pin_memory: bool = False, on_error: str = "raise",
+                 num_workers: int = 2, pin_memory: bool = False, on_error: OnError = "raise",
                  split_fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0):
         def dataset(split: str, modalities: Mapping[str, Modality]) -> ManifestDataset:
             return ManifestDataset(path, modalities, split, on_error, split_fractions, seed)
@@ -262,4 +388,8 @@ class ManifestDataModule(MultimodalDataModule):
         if len(train) == 0:
             raise DataError(f"{train.path}: no usable training rows")
         for name, modality in self.modalities.items():
-            modality.fit(train.cells(name))
+            try:
+                modality.fit(train.cells(name))
+            except (ConfigError, DataError) as error:  # e.g. no training row has the modality
+                raise DataError(f"{train.path.name}: cannot fit modality '{name}' (columns "
+                                f"{train.columns[name]}) on the training split: {error}") from None

@@ -3,10 +3,13 @@ the spectrogram, and Griffin-Lim to turn a reconstructed log-mel back into sound
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +19,18 @@ from mmae.modalities.base import Modality
 from mmae.modalities.conv import bottleneck_shape, conv_decoder, conv_encoder
 
 LOG_EPS = 1e-5
+#: Most elements (128 MiB of float32) of a resampling filter: torchaudio builds one of about
+#: `new * (old + 2 * width)` for rates reduced by their gcd, so odd rates (a corrupt header's
+#: 999983 Hz) would need gigabytes; 44.1 kHz to 16 kHz needs 76,000.
+MAX_RESAMPLE_FILTER = 1 << 25
+
+
+def resample_filter_size(old: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> int:
+    """Elements of the filter torchaudio's `resample` builds from `old` to `new` Hz."""
+    gcd = math.gcd(old, new)
+    old, new = old // gcd, new // gcd
+    width = math.ceil(lowpass_filter_width * old / (min(old, new) * rolloff))
+    return new * (old + 2 * width)
 
 
 class LogMel(nn.Module):
@@ -84,7 +99,7 @@ class AudioModality(Modality):
         import soundfile
 
         path = root / str(value)
-        if not path.is_file():
+        if not os.path.isfile(path):
             raise DataError(f"file not found: {path}")
         try:
             data, rate = soundfile.read(path, dtype="float32", always_2d=True)
@@ -92,10 +107,17 @@ class AudioModality(Modality):
             raise DataError(f"cannot decode audio {path}: {error}") from None
         if data.shape[0] == 0:
             raise DataError(f"audio file {path} has no samples")
+        if not np.isfinite(data).all():  # float WAV / FLAC may hold them
+            raise DataError(f"audio file {path} holds NaN or infinite samples")
         waveform = torch.from_numpy(data).mean(dim=1)  # down-mix to mono
         if rate != self.sample_rate:
             from torchaudio.functional import resample
 
+            size = resample_filter_size(rate, self.sample_rate)
+            if size > MAX_RESAMPLE_FILTER:
+                raise DataError(f"audio file {path} is at {rate} Hz: resampling it to {self.sample_rate} Hz "
+                                f"needs a {4 * size / 2**30:.1f} GiB filter; convert it to a usual rate "
+                                "first")
             waveform = resample(waveform, rate, self.sample_rate)
         return fit_length(waveform, self.num_samples)
 

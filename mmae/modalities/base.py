@@ -27,6 +27,9 @@ class Modality(ABC):
     """
 
     kind: ClassVar[str]
+    #: True when the modality spans manifest columns (`manifest_columns`): its cells are then
+    #: `{column: value}` dicts, even where it names a single column.
+    multi_column: ClassVar[bool] = False
     #: "float" for continuous inputs; "long" for token / category indices.
     dtype_kind: ClassVar[str] = "float"
 

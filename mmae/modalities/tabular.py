@@ -4,6 +4,7 @@ columns (embedded; reconstructed with cross-entropy), spread over several manife
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from torch import Tensor, nn
 
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality, mlp
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class Standardize(nn.Module):
@@ -52,6 +55,7 @@ class TabularModality(Modality):
     """
 
     kind = "tabular"
+    multi_column = True
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
                  categories: Mapping[str, Sequence[str]] | None = None,
@@ -104,10 +108,13 @@ class TabularModality(Modality):
     def _number(column: str, value: Any) -> float:
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"column '{column}': expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float
+            raise DataError(f"column '{column}': expected a number, got {reprlib.repr(value)}") from None
         if not math.isfinite(number):
-            raise DataError(f"column '{column}': {value!r} is not a finite number")
+            raise DataError(f"column '{column}': {reprlib.repr(value)} is not a finite number")
+        if abs(number) > FLOAT32_MAX:  # would become inf in the float32 batch
+            raise DataError(f"column '{column}': {reprlib.repr(value)} is beyond float32's range "
+                            f"(|x| > {FLOAT32_MAX:.3g})")
         return number
 
     def load(self, value: Mapping[str, Any], root: Path) -> Tensor:

@@ -9,9 +9,10 @@ needs no vocabulary file and no download.
 
 from __future__ import annotations
 
+import reprlib
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
 
-POOLINGS = ("mean", "cls")
+Pooling = Literal["mean", "cls"]
+POOLINGS = get_args(Pooling)
 
 
 class CharTokenizer:
@@ -121,7 +123,7 @@ class TextModality(Modality):
 
     def __init__(self, model: str | None = None, model_config: dict | None = None,
                  tokenizer: str | None = None, max_length: int = 32, freeze: bool = False,
-                 pooling: str = "mean", decoder_width: int = 64, column: str | None = None):
+                 pooling: Pooling = "mean", decoder_width: int = 64, column: str | None = None):
         super().__init__((max_length,), column=column)
         if (model is None) == (model_config is None):
             raise ConfigError("TextModality: give exactly one of model (a directory or hub name) "
@@ -161,9 +163,12 @@ class TextModality(Modality):
     def encode_text(self, text: str) -> Tensor:
         return torch.tensor(self.tokenizer.encode(text, self.max_length), dtype=torch.long)
 
+    def check_cell(self, value: Any) -> None:
+        if not isinstance(value, str):  # JSONL / Parquet numbers, lists, objects: found up front
+            raise DataError(f"expected text, got {type(value).__name__} {reprlib.repr(value)}")
+
     def load(self, value: Any, root: Path) -> Tensor:
-        if not isinstance(value, str):
-            raise DataError(f"expected text, got {type(value).__name__} {value!r}")
+        self.check_cell(value)
         return self.encode_text(value)
 
     def decode(self, logits: Tensor) -> list[str]:

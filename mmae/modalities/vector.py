@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,15 @@ from torch import Tensor, nn
 from mmae.errors import DataError
 from mmae.modalities.base import Modality, mlp
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class VectorModality(Modality):
     """Vectors `[dim]`, reconstructed with a mean squared error.
 
     In a manifest a cell is a `.npy` file (relative path) or the numbers inline, separated by
-    spaces, commas or semicolons (brackets allowed).
+    spaces, commas or semicolons (brackets allowed). Values must be finite real numbers within
+    float32's range.
     """
 
     kind = "vector"
@@ -35,26 +40,34 @@ class VectorModality(Modality):
     def load(self, value: Any, root: Path) -> Tensor:
         if isinstance(value, str) and value.strip().endswith(".npy"):
             path = root / value.strip()
-            if not path.is_file():
+            if not os.path.isfile(path):
                 raise DataError(f"file not found: {path}")
             try:
                 array = np.load(path, allow_pickle=False)
-            except ValueError as error:
-                raise DataError(f"cannot read {path}: {error}") from None
+            except (ValueError, OSError, EOFError) as error:  # not .npy, pickled, empty, truncated
+                raise DataError(f"cannot read {path}: {error or type(error).__name__}") from None
+            if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+                kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                raise DataError(f"{path}: expected an array of real numbers, got {kind}")
         elif isinstance(value, (list, tuple)):
-            array = np.asarray(value, dtype=np.float64)
+            try:
+                array = np.asarray(value, dtype=np.float64)
+            except (ValueError, TypeError, OverflowError):  # nested, strings, ints beyond float
+                raise DataError(f"expected a list of numbers, got {reprlib.repr(value)}") from None
         else:
             fields = [f for f in re.split(r"[\s,;\[\]]+", str(value)) if f]
             try:
                 array = np.asarray([float(f) for f in fields])
             except ValueError:
                 raise DataError(f"expected numbers, got {str(value)[:80]!r}") from None
-        array = np.asarray(array, dtype=np.float32).reshape(-1)
+        array = np.asarray(array, dtype=np.float64).reshape(-1)
         if array.shape != self.shape:
             raise DataError(f"expected {self.shape[0]} numbers, got {array.shape[0]}")
         if not np.isfinite(array).all():
             raise DataError("contains NaN or infinite values")
-        return torch.from_numpy(array)
+        if np.abs(array).max() > FLOAT32_MAX:  # would become inf as float32
+            raise DataError(f"contains values beyond float32's range (|x| > {FLOAT32_MAX:.3g})")
+        return torch.from_numpy(array.astype(np.float32))
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
         return mlp([self.shape[0], *self.hidden, embed_dim])

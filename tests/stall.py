@@ -1,0 +1,20 @@
+"""A callback that freezes training at a chosen batch, so a test can kill it right there."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class StallAt(pl.Callback):
+    """After batch `batch` of epoch `epoch`: touch `marker`, then sleep until killed."""
+
+    def __init__(self, epoch: int, batch: int, marker: str, seconds: float = 600.0):
+        self.epoch, self.batch, self.marker, self.seconds = epoch, batch, Path(marker), seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self.marker.touch()
+            time.sleep(self.seconds)

@@ -1,0 +1,73 @@
+"""A training process killed mid-epoch (SIGKILL: no handler, no cleanup) and restarted with
+`ckpt_path=last` loses at most the interrupted epoch and ends exactly where a run that was
+never interrupted ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mmae.checkpoint import load_checkpoint_file
+from mmae.config import CONFIG_DIR
+from mmae.train import train
+
+TESTS = Path(__file__).parent
+RUN = ["experiment=tiny", "trainer.max_epochs=3", "logger=csv", "progress_bar=none",
+       "trainer.enable_model_summary=false"]
+STEPS_PER_EPOCH = 8
+
+
+def _mmae_train(*overrides: str) -> subprocess.Popen:
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))  # stall.py
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "mmae.train", *RUN, *overrides], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before {path.name} appeared:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {path.name} after {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_from_last_ends_like_an_uninterrupted_run(tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "stalled"
+    stall = ["+callbacks.stall._target_=stall.StallAt", "+callbacks.stall.epoch=1",
+             "+callbacks.stall.batch=4", f"+callbacks.stall.marker={marker}"]
+    killed = _mmae_train(f"paths.output_dir={run}", *stall)
+    _wait_for(marker, killed)  # epoch 1 is half done; epoch 0's checkpoints are on disk
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    killed.stdout.close()
+    survivor = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    assert (survivor["epoch"], survivor["global_step"]) == (0, STEPS_PER_EPOCH)  # only epoch 1 lost
+    assert not (run / "metrics.json").exists()
+
+    resumed = _mmae_train(f"paths.output_dir={run}", "ckpt_path=last")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert "Restoring states from the checkpoint path" in output
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*RUN, f"paths.output_dir={tmp_path / 'straight'}"])
+    train(cfg)
+    expected = load_checkpoint_file(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    actual = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
+    assert actual["global_step"] == expected["global_step"] == 3 * STEPS_PER_EPOCH
+    for name, weight in expected["state_dict"].items():
+        assert torch.equal(weight, actual["state_dict"][name]), name
+    assert (run / "metrics.json").exists() and (run / "encoder" / "model.safetensors").exists()
