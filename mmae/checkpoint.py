@@ -6,17 +6,16 @@ and Lightning's own `fit/validate(ckpt_path=...)` through `AtomicCheckpointIO`):
 names the file: missing (ConfigError), truncated or corrupt, or holding objects other than
 tensors and primitives (ArtifactError; such a file is refused, never unpickled).
 
-`AtomicCheckpointIO` is the checkpoint plugin of every Trainer mmae builds
-(`mmae.train.build_trainer`). It streams `torch.save` into a temporary file in the
-checkpoint's own folder, fsyncs it and renames it over the target. Lightning 2.6's
+`save_checkpoint_file` streams `torch.save` into a temporary file in the checkpoint's own
+folder, fsyncs it and renames it over the target; `mmae.checkpoint_io.AtomicCheckpointIO`
+makes it the way every Trainer mmae builds saves checkpoints. Lightning 2.6's
 TorchCheckpointIO serialises the whole checkpoint into memory first, then writes it through
 an fsspec transaction whose temporary file lives in the system temp folder and is moved with
 `shutil.move`: when that folder is on another filesystem than the run (a local /tmp, a
 network output dir) the move is a copy onto the final name, and a crash during it leaves a
 truncated `last.ckpt`.
 
-Only the loading half is imported by `mmae` itself: `AtomicCheckpointIO` (which needs
-Lightning) is defined on first access, so `mmae.load_encoder` stays free of the training stack.
+This module imports no Lightning, so `mmae.load_encoder` stays free of the training stack.
 """
 
 from __future__ import annotations
@@ -151,46 +150,6 @@ def save_checkpoint_file(checkpoint: dict[str, Any], path: str | os.PathLike) ->
             torch.save(checkpoint, handle)
 
     return write_atomic(_local(path), write)
-
-
-def _define_atomic_checkpoint_io() -> type:
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Lightning's checkpoint plugin, with atomic local writes and safe, explained loads.
-
-        Local paths: `save_checkpoint_file` / `load_checkpoint_file`. Remote (fsspec) paths
-        are written by Lightning's own fsspec transaction (object stores replace an object
-        whole) and read by `load_checkpoint_file`, with the same checks.
-        """
-
-        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                            storage_options: Any | None = None) -> None:
-            if storage_options is not None or is_remote(path):
-                super().save_checkpoint(checkpoint, path, storage_options)  # Lightning's checks
-                return
-            save_checkpoint_file(checkpoint, path)
-
-        def load_checkpoint(self, path: Any, map_location: Any = "cpu",
-                            weights_only: bool | None = None) -> dict[str, Any]:
-            if weights_only is False:
-                raise ConfigError(f"refusing to load {path} with weights_only=False: mmae loads "
-                                  "checkpoints as tensors and primitives only")
-            return load_checkpoint_file(path, map_location=map_location or "cpu")
-
-    AtomicCheckpointIO.__module__ = __name__
-    AtomicCheckpointIO.__qualname__ = AtomicCheckpointIO.__name__
-    return AtomicCheckpointIO
-
-
-def __getattr__(name: str) -> Any:
-    # `AtomicCheckpointIO` subclasses Lightning's TorchCheckpointIO: defined on first use, so
-    # that importing this module (as `mmae.load_encoder` does) imports no Lightning.
-    if name == "AtomicCheckpointIO":
-        cls = _define_atomic_checkpoint_io()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["is_remote", "load_checkpoint_file", "save_checkpoint_file"]

@@ -27,7 +27,7 @@ from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from mmae.checkpoint import AtomicCheckpointIO
+from mmae.checkpoint_io import AtomicCheckpointIO
 from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
 from mmae.errors import ConfigError, MMAEError
 from mmae.export import export_encoder

@@ -20,7 +20,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from mmae.checkpoint import load_checkpoint_file
+from mmae.checkpoint_io import AtomicCheckpointIO
 from mmae.config import CONFIG_DIR
 from mmae.errors import ArtifactError, ConfigError, MMAEError
 from mmae.evaluate import Features
