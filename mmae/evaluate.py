@@ -303,10 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     from mmae.config import build, compose_config
     from mmae.export import load_checkpoint_model, load_encoder
     from mmae.io import write_text_atomic
+    from mmae.schema import validate_config
 
     overrides = sys.argv[1:] if argv is None else argv
-    try:
-        cfg = compose_config("evaluate", overrides)
+    try:  # validated below, once `run=DIR` has lent its data config
+        cfg = compose_config("evaluate", overrides, validate=False)
     except MMAEError as error:  # unknown key, wrong type, bad choice: the message only
         sys.exit(f"mmae-eval: {error}")
     run = Path(cfg.run) if cfg.run else None
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> None:
             if key.startswith("data."):
                 OmegaConf.update(trained, key, yaml.safe_load(value), force_add=True)
         cfg.data = trained.data
+    try:
+        validate_config(cfg, "evaluate")
+    except MMAEError as error:
+        sys.exit(f"mmae-eval: {error}")
     encoder_dir = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
         run / "checkpoints" / "best.ckpt" if run else None)

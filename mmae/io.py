@@ -31,16 +31,24 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(temporary_path)` in the target's folder, then rename it over `path`.
 
-    The temporary name keeps the target's suffix (for writers that pick a format from it);
+    The temporary file (`.mmae-XXXX.tmp<suffix>`, made with the permissions the umask gives a
+    new file) keeps the target's suffix (for writers that pick a format from it);
     a writer that would append its own suffix (`np.savez` to a name without `.npz`) must
     write to an open handle instead."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=".mmae-", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group
     try:
         write(Path(temporary))
         _fsync(Path(temporary))
@@ -71,7 +79,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=".mmae-", suffix=".tmp", dir=path.parent))
+    os.chmod(staging, 0o777 & ~_umask())
     old: Path | None = None
     try:
         yield staging
@@ -80,7 +89,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                 _fsync(Path(folder) / name)
             _fsync(Path(folder))
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}-old-", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=".mmae-old-", suffix=".tmp", dir=path.parent))
             os.replace(path, old)  # `old` is empty, so a folder may replace it
         os.replace(staging, path)
     except BaseException:

@@ -43,7 +43,8 @@ MMAE_TRAINER_KEYS: dict[str, Any] = {"on_nonfinite": Literal[POLICIES]}
 
 #: The keys `hydra.utils.instantiate` reads itself, with their types.
 HYDRA_KEYS: dict[str, Any] = {"_target_": str, "_partial_": bool, "_recursive_": bool,
-                              "_convert_": Literal["none", "partial", "object", "all"], "_args_": list}
+                              "_convert_": str,  # (Hydra's ConvertMode ignores case)
+                              "_args_": list}
 
 #: torch.compile's modes (`torch._inductor.list_mode_options`).
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -91,7 +92,7 @@ def _train_schema() -> dict[str, Any]:
                             "fullgraph": bool, "options": dict | None, "disable": bool},
         "optimizer": Target(passed=("params",)),
         "scheduler": Target(passed=("optimizer",), optional=True),
-        "paths": {"output_dir": str},
+        "paths": dict[str, str],  # open: `+paths.data_dir=...` for interpolations is common
         "data": Target(passed=("modalities",)),
         "modality": Nodes(Target()),
         "model": Target(passed=("modalities", "fusion")),
@@ -539,6 +540,8 @@ def _check_encoder(model: Any, fusion: Any) -> None:
             and isinstance(fusion_cls, type) and issubclass(fusion_cls, Fusion)):
         return  # the user's own classes: their own checks apply when they are built
     defaults = inspect.signature(model_cls).parameters
+    if not all(key in defaults for key in ("variational", "latent_activation")):
+        return  # a subclass with other arguments: its own checks apply when it is built
     settings = {key: _get(model, key, defaults[key].default)
                 for key in ("variational", "latent_activation")}
     if not any(v in (_UNRESOLVED, _MISSING) for v in settings.values()):

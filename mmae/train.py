@@ -223,9 +223,10 @@ def _validate_overrides(overrides: list[str]) -> None:
     """Compose and validate once before Hydra starts, so that a bad config leaves no run
     directory behind and an override of a key that does not exist (`model.latnt_dim=3`, which
     Hydra refuses naming only the key) lists the valid keys. Any other composition problem,
-    sweeps (-m) and Hydra's flags are left to Hydra (`_hydra_main` validates each job)."""
-    if any(o.startswith("-") for o in overrides):
-        return
+    sweeps (-m), Hydra's flags and `hydra.*` overrides are left to Hydra (`_hydra_main`
+    validates each job)."""
+    if any(o.startswith(("-", "hydra.", "+hydra.")) for o in overrides):
+        return  # (hydra.run.dir sets paths.output_dir, which composing here cannot see)
     try:
         compose_config("train", overrides)
     except ConfigError:

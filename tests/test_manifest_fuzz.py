@@ -744,6 +744,19 @@ def test_duplicated_rows_are_kept_as_separate_samples_with_a_warning(tmp_path):
     assert [int(s["index"]) for s in dataset] == [1, 2, 3, 4]
 
 
+def test_unnamed_trailing_spreadsheet_columns_are_ignored(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("vec,notes,,\n1 2 3,a,,\n4 5 6,b,,\n")
+    assert [s["vec"].tolist() for s in _vector_dataset(path)] == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_the_same_sample_listed_in_two_splits_is_a_repeat(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"vec": "1 2 3", "split": "train"}\n{"split": "test", "vec": "1 2 3"}\n')
+    with pytest.warns(UserWarning, match=r"row 2 = row 1.*leaks"):
+        _vector_dataset(path)
+
+
 @pytest.mark.parametrize("fractions", [(math.nan, 0.5, 0.5), (1.5, -0.5, 0.0)])
 def test_split_fractions_must_be_fractions(tmp_path, fractions):
     path = tmp_path / "m.csv"

@@ -195,10 +195,17 @@ def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(run_copy, monk
         return load(self, path, *args, **kwargs)
 
     monkeypatch.setattr(AtomicCheckpointIO, "load_checkpoint", spy_load)
-    monkeypatch.setattr(torch, "save", lambda obj, handle, *a, **k: _half_write_then_fail(handle))
+    half_written = []
+
+    def failing_save(obj, handle, *args, **kwargs):
+        half_written.append(Path(handle.name))  # a real file, not Lightning's in-memory buffer
+        _half_write_then_fail(handle)
+
+    monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(OSError, match="No space left on device"):
         train(_compose(run_copy, "ckpt_path=last", "trainer.max_epochs=2"))
     assert loaded == ["last.ckpt"]
+    assert half_written and half_written[0].parent == checkpoints  # bytes did reach the folder
     assert _snapshot(checkpoints) == before  # byte-identical, and no temporary file left
     monkeypatch.undo()
     assert load_checkpoint_file(checkpoints / "last.ckpt")["epoch"] == 0

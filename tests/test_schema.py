@@ -51,7 +51,6 @@ def test_top_level_typo_lists_the_top_level_keys(compose_cfg):
 @pytest.mark.parametrize("override, message", [
     ("+compile_options.mod=max-autotune", r"unknown key 'compile_options\.mod' \(did you mean 'mode'\?\); "
                                           r"the valid keys of compile_options: backend, mode, dynamic"),
-    ("+paths.log_dir=logs", r"unknown key 'paths\.log_dir'; the valid keys of paths: output_dir$"),
     ("+trainer.max_epoch=3", r"unknown key 'trainer\.max_epoch' \(did you mean 'max_epochs'\?\); the valid "
                              r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*on_nonfinite"),
     ("+corruption.noise.sigm=0.1",
@@ -125,6 +124,14 @@ def test_a_target_that_does_not_import_or_misses_an_argument(compose_cfg):
 ])
 def test_wrong_types_name_the_key_and_the_expected_type(compose_cfg, override, message):
     _rejects(compose_cfg(override), message)
+
+
+def test_paths_is_open_to_directories_of_your_own(compose_cfg):
+    """`paths` holds directories for interpolation (`data.path=${paths.data_dir}/m.csv`)."""
+    cfg = compose_cfg("+paths.data_dir=/data", "data=manifest", "data.path=${paths.data_dir}/m.csv")
+    validate_config(cfg)
+    assert cfg.data.path == "/data/m.csv"
+    _rejects(compose_cfg("+paths.data_dir=[1,2]"), r"paths\.data_dir must be a string; got \[1, 2\]")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -149,7 +149,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 
 def _refuse_duplicates(path: Path, columns: list[str]) -> None:
-    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    # (Unnamed columns, as spreadsheets leave after the last one, are not columns mmae reads.)
+    duplicated = sorted({c for c in columns if c and columns.count(c) > 1})
     if duplicated:
         raise DataError(f"{path.name}: column(s) {duplicated} appear more than once in the header")
 
@@ -245,11 +246,12 @@ class ManifestDataset(Dataset):
         first: dict[Any, int] = {}
         repeats = []
         for number, row in enumerate(rows, start=1):
+            sample = {k: v for k, v in row.items() if k != "split"}  # the same sample in two splits
             try:
-                key: Any = tuple(row.items())
+                key: Any = tuple(sorted(sample.items(), key=lambda item: item[0]))
                 hash(key)
             except TypeError:  # JSONL lists or objects in cells
-                key = json.dumps(row, sort_keys=True, default=repr)
+                key = json.dumps(sample, sort_keys=True, default=repr)
             if key in first:
                 repeats.append(f"row {number} = row {first[key]}")
             else:
