@@ -31,10 +31,14 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it
     os.umask(mask)
     return mask
+
+
+# Read once: setting the umask (even for an instant) races with threads creating files.
+_UMASK = _read_umask()
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -48,7 +52,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".mmae-", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from the group
+    os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide it from the group
     try:
         write(Path(temporary))
         _fsync(Path(temporary))
@@ -80,7 +84,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".mmae-", suffix=".tmp", dir=path.parent))
-    os.chmod(staging, 0o777 & ~_umask())
+    os.chmod(staging, 0o777 & ~_UMASK)
     old: Path | None = None
     try:
         yield staging

@@ -203,7 +203,6 @@ def _hydra_main(cfg: DictConfig) -> None:
         _check_external_launch(hydra_cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
-        validate_config(cfg, "train")  # before anything is built (train() checks it too)
         report, objects = train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
     except MMAEError as error:  # a config or data problem: the message, not a traceback
         sys.exit(f"mmae-train: {error}")
