@@ -31,7 +31,9 @@ from mmae.modalities.text import TextModality
 from mmae.model import MultimodalAutoencoder, MultimodalEncoder
 from mmae.version import __version__
 
-FORMAT_VERSION = 1
+#: 2 (mmae 0.2): encoders standardise continuous inputs with fitted statistics and size their
+#: CNNs from the input; format 1 exports (mmae 0.1) built other networks.
+FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 FUSION_CLASSES: dict[str, type[Fusion]] = {
     f"mmae.fusion.{cls.__name__}": cls
@@ -201,8 +203,9 @@ def _read_config(folder: Path) -> dict:
         raise ExportError(f"{folder} was exported by mmae {version}; this is mmae {__version__}: "
                           f"major versions differ (expected {__version__.split('.')[0]}.x)")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ExportError(f"{folder}: export format {config.get('format_version')!r}, "
-                          f"expected {FORMAT_VERSION}")
+        raise ExportError(f"{folder}: export format {config.get('format_version')!r} (mmae {version}), "
+                          f"expected {FORMAT_VERSION}: its networks are not the ones this mmae builds; "
+                          "load it with the mmae that wrote it, or train and export again")
     return config
 
 

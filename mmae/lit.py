@@ -16,7 +16,7 @@ from mmae.corruption import NoCorruption
 from mmae.data.batch import split_batch
 from mmae.errors import TrainingError
 from mmae.export import describe
-from mmae.metrics import estimate_baselines, reconstruction_sums
+from mmae.metrics import baseline_ratios, estimate_baselines, reconstruction_sums
 from mmae.model import MultimodalAutoencoder
 from mmae.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
 from mmae.objectives import Objective, ReconstructionLoss, Step
@@ -85,7 +85,8 @@ class AutoencoderModule(pl.LightningModule):
             seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
         output = self.model(seen, seen_present)
         step = Step(self.model.modalities, output, inputs, present, inputs=seen,
-                    global_step=self.global_step if train else None)
+                    global_step=self.global_step if train else None,
+                    likelihoods=self.model.decoder.likelihoods)
         return self.objective(step, with_input_grad=train), step
 
     def _count_skipped(self, stage: str, batch: dict) -> None:
@@ -183,10 +184,11 @@ class AutoencoderModule(pl.LightningModule):
         zero = torch.zeros(2, dtype=torch.float64, device=self.device)
         pairs = torch.stack([self._val_sums.get(name, zero) for name in names])
         pairs = self.trainer.strategy.reduce(pairs, reduce_op="sum")
-        for name, (total, count) in zip(names, pairs, strict=True):
-            if count > 0:
-                # Already reduced; sync_dist only keeps Lightning from warning under DDP.
-                self.log(f"val/{name}", (total / count).float(), sync_dist=True)
+        values = {name: (total / count).float() for name, (total, count) in zip(names, pairs, strict=True)
+                  if count > 0}
+        for name, value in {**values, **baseline_ratios(values)}.items():
+            # Already reduced; sync_dist only keeps Lightning from warning under DDP.
+            self.log(f"val/{name}", value, sync_dist=True)
 
     def _log_losses(self, stage: str, logged: dict[str, torch.Tensor], batch_size: int) -> None:
         sync = stage != "train"  # epoch-level validation metrics are reduced across ranks

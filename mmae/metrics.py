@@ -92,6 +92,18 @@ def estimate_baselines(model: MultimodalAutoencoder, batches: Iterable[Mapping],
     return {n: model.modalities[n].baseline_prediction(totals[n] / counts[n]) for n in totals}
 
 
+def baseline_ratios(values: Mapping[str, Tensor | float]) -> dict[str, Tensor | float]:
+    """`<m>/ratio_<x>` = `<m>/recon_<x>` / `<m>/baseline_mean`: each error in units of the
+    training-mean baseline (below 1 beats it), comparable across modalities and datasets."""
+    ratios = {}
+    for key, value in values.items():
+        name, _, metric = key.partition("/")
+        baseline = values.get(f"{name}/baseline_mean")
+        if metric.startswith("recon_") and baseline is not None and float(baseline) > 0:
+            ratios[f"{name}/ratio_{metric.removeprefix('recon_')}"] = value / baseline
+    return ratios
+
+
 def imputation_summary(metrics: Mapping[str, float], modalities: Iterable[str]) -> dict[str, dict]:
     """Per modality: error from all inputs, from the others alone, the mean baseline, and the
     relative gain of the cross-modal reconstruction over that baseline (1 - ratio)."""

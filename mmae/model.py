@@ -140,6 +140,8 @@ class MultimodalEncoder(nn.Module):
         self.variational = variational
         self.preprocessors = nn.ModuleDict(
             {n: p for n, m in modalities.items() if (p := m.build_preprocessor()) is not None})
+        self.standardizers = nn.ModuleDict(
+            {n: s for n, m in modalities.items() if (s := m.build_standardizer()) is not None})
         self.encoders = nn.ModuleDict({n: m.build_encoder(embed_dim) for n, m in modalities.items()})
         self.fusion = fusion(list(modalities), embed_dim, latent_dim)
         check_encoder_choices(type(self.fusion), variational, latent_activation)
@@ -149,7 +151,7 @@ class MultimodalEncoder(nn.Module):
 
     def preprocess(self, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Raw inputs (waveforms, pixels, ...) -> the features the encoders take and the decoder
-        reconstructs (log-mel, normalised pixels, ...)."""
+        reconstructs (log-mel, pixels, ...), in the features' own units."""
         features = {}
         for name, x in raw.items():
             if name not in self.modalities:
@@ -159,12 +161,17 @@ class MultimodalEncoder(nn.Module):
             features[name] = self.preprocessors[name](x) if name in self.preprocessors else x
         return features
 
+    def _standardize(self, name: str, x: Tensor) -> Tensor:
+        # Missing samples are zeroed after this: they sit at the training mean.
+        return self.standardizers[name](x) if name in self.standardizers else x
+
     def forward(self, inputs: Mapping[str, Tensor],
                 present: Mapping[str, Tensor] | None = None) -> Encoding:
         """Encode features (see `preprocess`) of any non-empty subset of the modalities."""
         masks = _presence(inputs, present, self.modalities)
         embeddings = {
-            name: self.encoders[name](zero_missing(x, masks[name])) for name, x in inputs.items()
+            name: self.encoders[name](zero_missing(self._standardize(name, x), masks[name]))
+            for name, x in inputs.items()
         }
         fused = self.fusion(embeddings, masks)
         if isinstance(fused, Posterior):
@@ -179,16 +186,19 @@ class MultimodalEncoder(nn.Module):
 
 
 class JointDecoder(nn.Module):
-    """A shared trunk from the latent code, then one head per modality."""
+    """A shared trunk from the latent code, then one head per modality, whose output each
+    modality's likelihood turns into a reconstruction in the features' units (`link`); the
+    likelihoods also score reconstructions (`nll`) for the training objective."""
 
     def __init__(self, modalities: Mapping[str, Modality], latent_dim: int, hidden_dim: int):
         super().__init__()
         self.trunk = mlp([latent_dim, hidden_dim, hidden_dim], activate_last=True)
         self.heads = nn.ModuleDict({n: m.build_decoder(hidden_dim) for n, m in modalities.items()})
+        self.likelihoods = nn.ModuleDict({n: m.build_likelihood() for n, m in modalities.items()})
 
     def forward(self, latent: Tensor) -> dict[str, Tensor]:
         hidden = self.trunk(latent)
-        return {name: head(hidden) for name, head in self.heads.items()}
+        return {name: self.likelihoods[name].link(head(hidden)) for name, head in self.heads.items()}
 
 
 class MultimodalAutoencoder(nn.Module):
@@ -241,6 +251,22 @@ class MultimodalAutoencoder(nn.Module):
         device = next(self.parameters()).device
         z = torch.randn(num_samples, self.latent_dim, generator=generator, device=device)
         return self.decoder(z)
+
+
+def parameter_counts(model: MultimodalAutoencoder) -> dict[str, tuple[int, int]]:
+    """Parameters `(encoder side, decoder side)` per modality, for the fusion (with the
+    posterior head) and the decoder trunk, and in total."""
+    def count(*modules: nn.Module | None) -> int:
+        return sum(p.numel() for m in modules if m is not None for p in m.parameters())
+
+    encoder, decoder = model.encoder, model.decoder
+    rows = {name: (count(encoder.preprocessors[name] if name in encoder.preprocessors else None,  # noqa: SIM401
+                         encoder.encoders[name]),
+                   count(decoder.heads[name], decoder.likelihoods[name]))
+            for name in model.modalities}
+    rows["fusion / trunk"] = (count(encoder.fusion, encoder.posterior_head), count(decoder.trunk))
+    rows["total"] = (count(encoder), count(decoder))
+    return rows
 
 
 @contextmanager

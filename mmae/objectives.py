@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mmae.errors import ConfigError
+from mmae.likelihoods import Likelihood
 from mmae.modalities.base import Modality
 from mmae.model import AutoencoderOutput, MultimodalAutoencoder, zero_missing
 
@@ -34,7 +35,9 @@ class Step:
 
     `inputs` are what the encoder saw (after corruption; they require grad when a term needs
     input gradients); `targets` and `present` describe the clean batch. `global_step` is None
-    at validation, where schedules (KL warm-up) are at their final value.
+    at validation, where schedules (KL warm-up) are at their final value. `likelihoods` are
+    the decoder's distributions (`JointDecoder.likelihoods`); without them reconstruction is
+    scored by each modality's plain `reconstruction_loss`.
     """
 
     modalities: Mapping[str, Modality]
@@ -43,6 +46,7 @@ class Step:
     present: Mapping[str, Tensor]
     inputs: Mapping[str, Tensor] | None = None
     global_step: int | None = None
+    likelihoods: Mapping[str, Likelihood] | None = None
 
 
 @dataclass
@@ -72,7 +76,10 @@ def _non_negative(owner: str, **values: float) -> None:
 
 
 class ReconstructionLoss(LossTerm):
-    """`sum_m weight_m * masked_mean_b(loss_m(x_hat_b, x_b))` over the clean batch.
+    """`sum_m weight_m * masked_mean_b(-log p_m(x_b | h_b))` over the clean batch, in nats per
+    element of each modality (its likelihood, `mmae.likelihoods`): in standardised units, so
+    no modality outweighs another by its units or its size; `weights` (1.0 where not named)
+    change that on purpose.
 
     Every modality present in the clean sample is reconstructed, including those the
     corruption dropped from the encoder's input.
@@ -99,7 +106,9 @@ class ReconstructionLoss(LossTerm):
             mask = step.present[name]
             # Zero the missing targets too: a NaN there would poison the gradient through 0 * NaN.
             target = zero_missing(step.targets[name], mask)
-            per_sample = modality.reconstruction_loss(step.output.reconstructions[name], target)
+            reconstruction = step.output.reconstructions[name]
+            per_sample = (step.likelihoods[name].nll(reconstruction, target) if step.likelihoods
+                          else modality.reconstruction_loss(reconstruction, target))
             parts[name] = masked_mean(per_sample, mask)
             weighted = self.weights.get(name, 1.0) * parts[name]
             total = weighted if total is None else total + weighted

@@ -10,6 +10,7 @@ metrics.json, encoder/; Lightning writes the checkpoints and logs from rank zero
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import warnings
@@ -29,15 +30,18 @@ from pytorch_lightning.strategies.launchers.subprocess_script import _Subprocess
 
 from mmae.checkpoint_io import AtomicCheckpointIO
 from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
-from mmae.errors import ConfigError, MMAEError
+from mmae.errors import ConfigError, MMAEError, TrainingError
 from mmae.export import export_encoder
 from mmae.io import write_text_atomic
 from mmae.lit import AutoencoderModule
 from mmae.metrics import imputation_summary
+from mmae.model import MultimodalAutoencoder, parameter_counts
 from mmae.resume import check_resumable, logger_arguments, resolve_ckpt_path
 from mmae.schema import MMAE_TRAINER_KEYS, validate_config
 from mmae.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
+
+log = logging.getLogger(__name__)
 
 
 def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
@@ -132,7 +136,6 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         check_resumable(ckpt_path, cfg)
 
     module, datamodule = build_module(cfg)
-    modalities = module.model.modalities
     logger = cfg.get("logger")
     loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
     trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
@@ -142,14 +145,41 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         output_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
+        log.info("parameters\n%s", format_parameters(module.model))
+
     with warnings.catch_warnings():
         if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    if best:  # the best epoch's weights (read safely by the Trainer's CheckpointIO), for the
+        # export and the final report
+        module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
+    encoder_dir = output_dir / "encoder"
+    if trainer.is_global_zero:  # saved before anything else can fail
+        export_encoder(module.model, encoder_dir)
+    try:
+        report = _report(trainer, module, datamodule, best)
+    except Exception as error:
+        saved = f"{Path(best).parent if best else output_dir / 'checkpoints'} and {encoder_dir}"
+        if not isinstance(error, MMAEError):
+            log.exception("the final report failed")
+        raise TrainingError(f"training finished and its work is saved ({saved}), but the final report "
+                            f"failed: {type(error).__name__}: {error}") from error
+    report["encoder"] = str(encoder_dir)
+    if trainer.is_global_zero:
+        log_encoder_artifact(trainer.loggers, encoder_dir, report)
+        write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
+    return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
+                    "output_dir": output_dir}
+
+
+def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.LightningDataModule,
+            best: str) -> dict[str, Any]:
+    """The final validation of the module's (best) weights, with the run's facts."""
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {name: float(value) for name, value in results[0].items()}
-    report = {
+    return {
         "mmae_version": __version__,
         "skipped_rows": {split: len(getattr(data, "skipped", []))
                          for split, data in datamodule.datasets.items()},
@@ -157,15 +187,18 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
         "nonfinite_skipped": module.nonfinite_skipped,
         "best_checkpoint": best,
         "metrics": metrics,
-        "imputation": imputation_summary(metrics, modalities),
+        "imputation": imputation_summary(metrics, module.model.modalities),
     }
-    if trainer.is_global_zero:
-        encoder_dir = export_encoder(module.model, output_dir / "encoder")
-        report["encoder"] = str(encoder_dir)
-        log_encoder_artifact(trainer.loggers, encoder_dir, report)
-        write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
-    return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
-                    "output_dir": output_dir}
+
+
+def format_parameters(model: MultimodalAutoencoder) -> str:
+    """Trainable and fixed parameters per part: what each modality costs."""
+    rows = parameter_counts(model)
+    width = max(len(name) for name in rows)
+    lines = [f"{'part':<{width}}{'encoder':>12}{'decoder':>12}"]
+    for name, (encoder, decoder) in rows.items():
+        lines.append(f"{name:<{width}}{encoder:>12,}{decoder:>12,}")
+    return "\n".join(lines)
 
 
 def format_imputation(report: dict) -> str:

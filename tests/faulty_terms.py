@@ -17,7 +17,7 @@ class NonFiniteAt(LossTerm):
     def __call__(self, step: Step) -> TermValue:
         offset = step.output.code - step.output.code.detach()  # exactly 0, on the graph
         if step.global_step not in self.steps:
-            return TermValue(offset.sum())
+            return TermValue(0.0 * offset.sum())  # (offset.sum() alone has a gradient of ones)
         if self.kind == "value":
             return TermValue(offset.sum() + float("nan"), {"poison": torch.tensor(float("nan"))})
         return TermValue(torch.sqrt(offset).sum())

@@ -69,3 +69,31 @@ def manifest_overrides(path: Path) -> list[str]:
         "modality.tabular.numeric=[size,weight]", "modality.tabular.categorical=[group]",
         "model.latent_dim=16", "model.embed_dim=64", "model.decoder_hidden=128",
     ]
+
+
+PAIRED_RATE, PAIRED_SECONDS = 4000, 0.25
+
+
+def write_paired_manifest(folder: Path, rows: int = 60, splits=("train", "test"), seed: int = 0) -> Path:
+    """A paired image + audio + vector manifest whose split column holds only `splits`;
+    the test rows are brighter and louder, so statistics fitted on them would differ."""
+    rng = np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    (folder / "wav").mkdir(exist_ok=True)
+    path = folder / "manifest.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "audio", "vector", "label", "split"])
+        for i in range(rows):
+            split = splits[i % len(splits)]
+            boost = 3.0 if split == "test" else 1.0
+            label = i % 3
+            pixels = np.clip(rng.random((8, 8)) * 0.3 * boost + 0.2 * label, 0, 1)
+            Image.fromarray((pixels * 255).astype(np.uint8), mode="L").save(folder / "img" / f"{i}.png")
+            t = np.arange(int(PAIRED_RATE * PAIRED_SECONDS)) / PAIRED_RATE
+            tone = np.sin(2 * np.pi * (200 + 150 * label) * t)
+            wave = 0.1 * boost * tone + 0.01 * rng.standard_normal(t.size)
+            soundfile.write(folder / "wav" / f"{i}.wav", wave.astype(np.float32), PAIRED_RATE)
+            vector = " ".join(f"{v:.4f}" for v in 1000 * boost * (rng.standard_normal(3) + label))
+            writer.writerow([f"img/{i}.png", f"wav/{i}.wav", vector, label, split])
+    return path

@@ -456,6 +456,11 @@ def expect(spec: Spec) -> Expected:
     if any(not _empty(s) for s in splits):
         errors += [r"column 'split'" for s in splits if str(s).strip() not in SPLITS]
         train = {n for n, s in enumerate(splits, start=1) if str(s).strip() == "train"}
+        if not any(str(s).strip() == "val" for s in splits):  # val is carved from train (10%)
+            ordered = sorted(train)
+            count = min(max(1, round(0.1 * len(ordered))), len(ordered) - 1)
+            order = torch.randperm(len(ordered), generator=torch.Generator().manual_seed(0)).tolist()
+            train -= {ordered[i] for i in order[:max(count, 0)]}
     else:
         order = torch.randperm(len(cells), generator=torch.Generator().manual_seed(0)).tolist()
         train = {index + 1 for rank, index in enumerate(order) if rank < round(FRACTIONS[0] * len(cells))}
@@ -484,6 +489,10 @@ def allowed_errors(spec: Spec, expected: Expected, on_error: str) -> list[str]:
         allowed.append(r"no usable training rows")
     if "tab" in spec.chosen and not any(expected.rows[n]["tab"] == OK for n in usable):
         allowed.append(r"modality 'tab'.*no training rows")
+    for name in {"img", "aud", "vec"} & set(spec.chosen):  # standardised with training statistics
+        # (a row any of whose files may fail to decode may be skipped whole)
+        if not any(expected.rows[n][name] == OK and expected.row_class[n] == OK for n in usable):
+            allowed.append(rf"no sample has modality '{name}', so its statistics cannot be fitted")
     return allowed
 
 

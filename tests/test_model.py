@@ -76,9 +76,28 @@ def test_unknown_modality_and_bad_masks_are_reported(model):
         model({"image": torch.randn(2, 1, 8, 8)}, {"vector": torch.tensor([True, False])})
 
 
-def test_image_size_must_allow_the_downsampling():
-    with pytest.raises(ConfigError, match=r"feature map 10x10 .* must be divisible by 2\*\*depth = 4"):
-        ImageModality(size=10, hidden_channels=[8, 16])
+@pytest.mark.parametrize("size", [(10, 10), (7, 13), (28, 28), (64, 126)])
+def test_conv_stacks_reconstruct_any_map_size_exactly(size):
+    image = ImageModality(size=list(size))
+    model = MultimodalAutoencoder({"image": image}, MeanFusion, latent_dim=4)
+    out = model({"image": torch.rand(2, 1, *size)})
+    assert out.reconstructions["image"].shape == (2, 1, *size)
+    # The automatic depth halves the map until it has at most 32 positions.
+    height, width = image.net.sizes[-1]
+    assert height * width <= 32 and len(image.net.sizes) == len(image.hidden_channels) + 1
+
+
+def test_automatic_depth_keeps_parameters_sensible_for_large_inputs():
+    small, large = ImageModality(size=32), ImageModality(size=256)
+    def parameters(modality):
+        return sum(p.numel() for p in modality.build_encoder(128).parameters())
+    # 64x more pixels: more layers, but the bottleneck Linear stays the same size.
+    assert parameters(large) < 2 * parameters(small)
+
+
+def test_too_deep_a_conv_stack_is_refused():
+    with pytest.raises(ConfigError, match=r"a 4x4 map .* cannot be halved 3 times"):
+        ImageModality(size=4, hidden_channels=[8, 16, 32])
 
 
 def test_bad_model_sizes_are_rejected(small_modalities):

@@ -156,7 +156,7 @@ def test_every_trainer_mmae_builds_uses_the_atomic_checkpoint_io(tmp_path, train
 def test_best_and_last_are_saved_and_validate_loads_through_it(trained_run):
     checkpoints = trained_run["dir"] / "checkpoints"
     assert {"best.ckpt", "last.ckpt"} <= set(trained_run["saved"])
-    assert trained_run["loaded"] == ["best.ckpt"]  # trainer.validate(ckpt_path=best)
+    assert trained_run["loaded"] == ["best.ckpt"]  # the best weights, for the export and the report
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporaries
     assert load_checkpoint_file(checkpoints / "last.ckpt")["epoch"] == 0
 

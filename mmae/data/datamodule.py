@@ -8,8 +8,20 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from mmae.errors import ConfigError
+from mmae.data.statistics import fit_feature_statistics
+from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
+
+#: The splits each Lightning stage reads.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+EMPTY_SPLIT_HINTS = {
+    "val": (" (checkpoints keep the best validation loss): give some rows split=val, or set "
+            "data.val_fraction > 0 to carve them from train"),
+    "train": ": give some rows split=train (or leave the split column out for a random split)",
+    "test": ": give some rows split=test (or leave the split column out for a random split)",
+}
 
 
 class EpochRandomSampler(RandomSampler):
@@ -35,6 +47,8 @@ class EpochRandomSampler(RandomSampler):
 class MultimodalDataModule(pl.LightningDataModule):
     """Wraps any dataset factory called as `dataset(split=..., modalities=...)`.
 
+    As soon as it is built, it fits the modalities' training-split statistics (feature
+    standardisation; see `fit_statistics`), so the model built after it carries them.
     Loaders draw their randomness (shuffle order, worker seeds) from `seed`, never from the
     global generator that training steps use, so resuming reproduces an uninterrupted run.
     """
@@ -54,6 +68,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.collate_fn = collate_fn
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
+        self.fit_statistics()
 
     def dataset(self, split: str) -> Dataset:
         """The dataset of one split, built once."""
@@ -61,12 +76,42 @@ class MultimodalDataModule(pl.LightningDataModule):
             self.datasets[split] = self.dataset_factory(split=split, modalities=self.modalities)
         return self.datasets[split]
 
+    def ready(self, split: str) -> Dataset:
+        """The dataset of one split, ready to be read (subclasses decode or cache it here)."""
+        return self.dataset(split)
+
+    def loader_workers(self, dataset: Dataset) -> int:
+        return self.num_workers
+
+    def fit_statistics(self) -> None:
+        """Fit every modality's training-split statistics that were not given
+        (`Modality.needs_statistics`) from one pass over the training split."""
+        if not any(m.needs_statistics for m in self.modalities.values()):
+            return
+        train = self.ready("train")
+        loader = DataLoader(train, batch_size=256, num_workers=self.loader_workers(train),
+                            collate_fn=self.collate_fn)
+        fit_feature_statistics(self.modalities, loader, where=self._describe("train"))
+
+    def _describe(self, split: str) -> str:
+        data = self.datasets.get(split)
+        path = getattr(data, "path", None)
+        return f"{path.name} ({split})" if path is not None else f"the {split} split"
+
+    def setup(self, stage: str) -> None:
+        """Refuse, before any work, a split that `stage` reads and that has no sample."""
+        for split in STAGE_SPLITS.get(stage, ()):
+            if len(self.ready(split)) == 0:
+                raise DataError(f"{self._describe(split)}: the {split} split is empty, and the {stage} "
+                                f"stage needs it" + EMPTY_SPLIT_HINTS.get(split, ""))
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
+        dataset = self.ready(split)
+        workers = self.loader_workers(dataset)
         return DataLoader(dataset, batch_size=self.batch_size,
                           sampler=EpochRandomSampler(dataset, self.seed) if shuffle else None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, collate_fn=self.collate_fn,
+                          num_workers=workers, pin_memory=self.pin_memory,
+                          persistent_workers=workers > 0, collate_fn=self.collate_fn,
                           generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:

@@ -3,9 +3,11 @@
 Each modality reads its column(s): a path relative to the manifest (image, audio, `.npy`
 vectors) or an inline value (text, numbers). An empty cell means the modality is missing
 for that sample. Optional columns: `split` (train / val / test; otherwise a seeded random
-split) and `label` (integers up to MAX_CLASS_INDEX, or anything else mapped to sorted
-indices). Files are read lazily, in the DataLoader's workers, so the data may be larger than
-memory.
+split; a `split` column without `val` rows has a seeded `val_fraction` of its training rows
+carved out) and `label` (integers up to MAX_CLASS_INDEX, or anything else mapped to sorted
+indices). Every file is decoded once, up front, into a `DecodedCache` (in memory when it fits,
+else memory-mapped files under `cache_dir`), so later epochs read no file; `cache=False`
+reads files lazily in the DataLoader's workers instead.
 
 Every problem is reported as a `DataError` naming the manifest, the row (1-based, header not
 counted) and the column. With `on_error="skip"` the sample is skipped instead and counted;
@@ -18,30 +20,38 @@ row number (`index`), so a row repeating another is kept, with a warning.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import math
 import os
 import reprlib
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from mmae.data.batch import SPLITS
+from mmae.data.cache import DecodedCache, cache_bytes, entry_key, fits_in_memory
 from mmae.data.datamodule import MultimodalDataModule
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
+
+log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
 ON_ERROR = get_args(OnError)
 #: Accepted cells of the optional `anomaly` column.
 ANOMALY_VALUES = {"": False, "0": False, "0.0": False, "false": False, "no": False,
                   "1": True, "1.0": True, "true": True, "yes": True}
-FILE_KINDS = {"image", "audio"}  # kinds whose cells are file paths, checked up front
+#: Modality settings that do not change what a file decodes to (the cache ignores them).
+FITTED_KEYS = frozenset({"mean", "std", "normalize", "likelihood", "hidden_channels", "hidden"})
 #: Integer labels up to this are class indices; larger ones (ids, hashes) are mapped like strings,
 #: so that a classifier over the labels never needs more outputs than this.
 MAX_CLASS_INDEX = 100_000
@@ -156,15 +166,19 @@ def _refuse_duplicates(path: Path, columns: list[str]) -> None:
 
 
 class ManifestDataset(Dataset):
-    """One split of a manifest, validated up front, read lazily."""
+    """One split of a manifest, validated up front; its files are decoded once (`warm`, or
+    as they are first read) into a `DecodedCache` unless `cache=False`."""
 
     def __init__(self, path: str | Path, modalities: Mapping[str, Modality], split: str = "train",
                  on_error: OnError = "raise", split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                 seed: int = 0):
+                 seed: int = 0, val_fraction: float = 0.1, cache: bool = True,
+                 cache_dir: str | Path | None = None):
         if split not in SPLITS:
             raise ConfigError(f"ManifestDataset: split must be one of {SPLITS}, got '{split}'")
         if on_error not in ON_ERROR:
             raise ConfigError(f"ManifestDataset: on_error must be one of {ON_ERROR}, got '{on_error}'")
+        if not 0 <= val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         self.path = Path(path).expanduser().resolve()
         self.root = self.path.parent
         self.modalities = dict(modalities)
@@ -175,9 +189,14 @@ class ManifestDataset(Dataset):
         self._check_columns(rows)
         self.labels = self._label_map(rows)
         self.anomaly = self._anomaly_flags(rows)
-        splits = self._splits(rows, split_fractions, seed)
+        splits = self._splits(rows, split_fractions, seed, val_fraction)
         if split == "train":
             self._warn_duplicates(rows)
+            counts = {s: splits.count(s) for s in SPLITS}
+            log.info("%s: %s", self.path.name, ", ".join(f"{counts[s]} {s}" for s in SPLITS)
+                     + (f" (val carved from train: data.val_fraction={val_fraction})"
+                        if self.carved_val else ""))
+        self.split = split
         self.rows: list[tuple[int, dict]] = []
         for number, row in enumerate(rows, start=1):
             if splits[number - 1] == split and self._accept(number, row):
@@ -186,6 +205,7 @@ class ManifestDataset(Dataset):
             warnings.warn(f"{self.path.name} ({split}): skipped {len(self.skipped)} row(s): "
                           + "; ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""),
                           UserWarning, stacklevel=2)
+        self.cache = self._open_cache(cache_dir) if cache else None
 
     def _where(self, number: int, name: str) -> str:
         columns = self.columns[name]
@@ -263,13 +283,20 @@ class ManifestDataset(Dataset):
                           "evaluation data into training: deduplicate the manifest unless they are meant",
                           UserWarning, stacklevel=3)
 
-    def _splits(self, rows: list[dict], fractions: Sequence[float], seed: int) -> list[str]:
+    def _splits(self, rows: list[dict], fractions: Sequence[float], seed: int,
+                val_fraction: float) -> list[str]:
+        """Each row's split: the `split` column's (with validation rows carved from train when
+        it has none), else a seeded random split by `fractions`."""
+        self.carved_val = False
         if any(not _empty(r.get("split")) for r in rows):
             for number, row in enumerate(rows, start=1):
                 if str(row.get("split")).strip() not in SPLITS:
                     raise DataError(f"{self.path.name}, row {number}, column 'split': "
                                     f"{row.get('split')!r}, expected one of {SPLITS}")
-            return [str(r["split"]).strip() for r in rows]
+            assigned = [str(r["split"]).strip() for r in rows]
+            if "val" not in assigned and val_fraction > 0:
+                self._carve_val(assigned, val_fraction, seed)
+            return assigned
         if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise ConfigError(f"split_fractions must be 3 numbers in [0, 1] summing to 1, "
                               f"got {list(fractions)}")
@@ -279,6 +306,17 @@ class ManifestDataset(Dataset):
         for rank, index in enumerate(order):
             assigned[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
         return assigned
+
+    def _carve_val(self, assigned: list[str], val_fraction: float, seed: int) -> None:
+        """Turn a seeded `val_fraction` of the training rows (at least one) into validation rows."""
+        train = [i for i, s in enumerate(assigned) if s == "train"]
+        count = min(max(1, round(val_fraction * len(train))), len(train) - 1)
+        if count <= 0:
+            return
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        for position in order[:count]:
+            assigned[train[position]] = "val"
+        self.carved_val = True
 
     def _present(self, name: str, row: dict, number: int) -> bool:
         cells = [row.get(c) for c in self.columns[name]]
@@ -298,20 +336,15 @@ class ManifestDataset(Dataset):
                 raise DataError(f"{self.path.name}, row {number}: every modality is missing "
                                 f"(columns {sorted(c for cs in self.columns.values() for c in cs)})")
             for name in present:
-                modality = self.modalities[name]
-                if modality.kind in FILE_KINDS:
-                    cell = row[self.columns[name][0]]
-                    if not isinstance(cell, str):
-                        raise DataError(f"{self._where(number, name)}: expected a file path, got "
-                                        f"{type(cell).__name__} {reprlib.repr(cell)}")
-                    file = self.root / cell.strip()
-                    if not os.path.isfile(file):  # unlike Path.is_file, False for a name too long
-                        raise DataError(f"{self._where(number, name)}: file not found: {file}")
-                else:
-                    try:
-                        modality.check_cell(self._value(name, row))
-                    except DataError as error:
-                        raise DataError(f"{self._where(number, name)}: {error}") from None
+                modality, value = self.modalities[name], self._value(name, row)
+                try:
+                    file = modality.file_path(value, self.root)
+                    if file is None:
+                        modality.check_cell(value)
+                    elif not os.path.isfile(file):  # unlike Path.is_file, False for a name too long
+                        raise DataError(f"file not found: {file}")
+                except DataError as error:
+                    raise DataError(f"{self._where(number, name)}: {error}") from None
         except DataError as error:
             if self.on_error == "raise":
                 raise
@@ -335,25 +368,25 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         number, row = self.rows[index]
+        tensors = self._cached(index)
+        if tensors is None:
+            tensors = self._decode(index)
+            if isinstance(tensors, DataError):
+                if self.on_error == "skip":
+                    return None
+                raise tensors
+            if self.cache is not None and get_worker_info() is None:  # (a worker's copy is lost)
+                self.cache.put(index, tensors)
+        elif self.cache.failed[index]:
+            return None
         sample: dict[str, Any] = {"present": {}}
         for name, modality in self.modalities.items():
-            present = self._present(name, row, number)
-            if present:
-                value = self._value(name, row)
-                try:
-                    if isinstance(value, str) and modality.kind in FILE_KINDS:
-                        value = value.strip()
-                    tensor = modality.load(value, self.root)
-                    if tuple(tensor.shape) != modality.raw_shape:
-                        raise DataError(f"loaded shape {tuple(tensor.shape)}, expected {modality.raw_shape}")
-                except Exception as error:  # any failure becomes a DataError with row and column
-                    if self.on_error == "skip":
-                        return None
-                    raise DataError(f"{self._where(number, name)}: {error}") from error
-            else:
+            present = name in tensors
+            if not present:
                 dtype = torch.long if modality.dtype_kind == "long" else torch.float32
-                tensor = torch.zeros(modality.raw_shape, dtype=dtype)
-            sample[name] = tensor
+                sample[name] = torch.zeros(modality.raw_shape, dtype=dtype)
+            else:
+                sample[name] = tensors[name]
             sample["present"][name] = torch.tensor(present)
         label = row.get("label")
         unlabelled = self.labels is None or _empty(label)
@@ -362,6 +395,102 @@ class ManifestDataset(Dataset):
         if self.anomaly is not None:
             sample["anomaly"] = torch.tensor(self.anomaly[number - 1])
         return sample
+
+    def _decode(self, index: int) -> dict[str, torch.Tensor] | DataError:
+        """Read a row's present modalities; a failure is returned (not raised) as a `DataError`
+        naming the row and column, so that decoding workers can hand it back."""
+        number, row = self.rows[index]
+        tensors = {}
+        for name, modality in self.modalities.items():
+            if not self._present(name, row, number):
+                continue
+            try:
+                tensor = modality.load(self._value(name, row), self.root)
+                if tuple(tensor.shape) != modality.raw_shape:
+                    raise DataError(f"loaded shape {tuple(tensor.shape)}, expected {modality.raw_shape}")
+            except Exception as error:  # any failure becomes a DataError with row and column
+                failure = DataError(f"{self._where(number, name)}: {error}")
+                failure.__cause__ = error
+                return failure
+            tensors[name] = tensor
+        return tensors
+
+    # -- the decoded-sample cache --------------------------------------------------------------
+    def _entry_keys(self) -> dict[str, np.ndarray]:
+        keys = {name: np.zeros(len(self.rows), dtype=np.int64) for name in self.modalities}
+        for index, (number, row) in enumerate(self.rows):
+            for name, modality in self.modalities.items():
+                if self._present(name, row, number):
+                    value = self._value(name, row)
+                    keys[name][index] = entry_key(value, modality.file_path(value, self.root))
+        return keys
+
+    def _open_cache(self, cache_dir: str | Path | None) -> DecodedCache:
+        shapes = {n: m.raw_shape for n, m in self.modalities.items()}
+        dtypes = {n: torch.long if m.dtype_kind == "long" else torch.float32
+                  for n, m in self.modalities.items()}
+        size = cache_bytes(len(self.rows), shapes, dtypes)
+        directory = None
+        if cache_dir is not None or not fits_in_memory(size):
+            if cache_dir is None:
+                raise DataError(f"{self.path.name} ({self.split}): decoded, the split takes "
+                                f"{size / 2**30:.1f} GiB, more than memory allows; set data.cache_dir=DIR "
+                                "for memory-mapped files on disk, or data.cache=false to decode every epoch")
+            directory = Path(cache_dir).expanduser() / self._cache_name()
+        return DecodedCache(self._entry_keys(), shapes, dtypes, directory)
+
+    def _cache_name(self) -> str:
+        """A folder per manifest, split and decoding settings (not the fitted statistics)."""
+        settings = {n: {"class": type(m).__qualname__, "raw_shape": list(m.raw_shape),
+                        "config": {k: v for k, v in m.config().items() if k not in FITTED_KEYS}}
+                    for n, m in self.modalities.items()}
+        text = json.dumps([str(self.path), self.split, settings], sort_keys=True, default=repr)
+        return f"{self.path.stem}-{self.split}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    def _cached(self, index: int) -> dict[str, torch.Tensor] | None:
+        if self.cache is None or not self.cache.complete(index):
+            return None
+        return {name: self.cache.get(name, index) for name in self.modalities
+                if self.cache.keys[name][index] != 0}
+
+    def warm(self, num_workers: int = 0) -> None:
+        """Decode every row the cache lacks, once, in `num_workers` processes (the main one
+        when 0), and keep the results in the cache; rows that fail are raised or, with
+        `on_error="skip"`, marked so that they are skipped without another read."""
+        if self.cache is None:
+            return
+        missing = self.cache.missing_rows()
+        if not missing:
+            return
+        start = time.perf_counter()
+        loader = DataLoader(_Decoding(self, missing), batch_size=32, num_workers=num_workers,
+                            collate_fn=list)
+        for decoded in loader:
+            for index, tensors in decoded:
+                if isinstance(tensors, DataError):
+                    if self.on_error == "raise":
+                        raise tensors
+                    self.cache.failed[index] = True
+                else:
+                    self.cache.put(index, tensors)
+        self.cache.flush()
+        where = "memory" if self.cache.in_memory else f"memory-mapped files in {self.cache.directory}"
+        log.info("%s (%s): decoded %d of %d rows in %.1f s, cached in %s", self.path.name, self.split,
+                 len(missing), len(self.rows), time.perf_counter() - start, where)
+
+
+class _Decoding(Dataset):
+    """The rows of a manifest split still to decode, as `(position, tensors or DataError)`."""
+
+    def __init__(self, dataset: ManifestDataset, positions: list[int]):
+        self.dataset, self.positions = dataset, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: int):
+        index = self.positions[item]
+        return index, self.dataset._decode(index)
 
 
 def collate_skipping(samples: list[dict | None]) -> dict | None:
@@ -375,17 +504,22 @@ def collate_skipping(samples: list[dict | None]) -> dict | None:
 
 
 class ManifestDataModule(MultimodalDataModule):
-    """`data=manifest data.path=FILE`: splits of one manifest; fits the modalities that need
-    training-split statistics (tabular) as soon as it is built, before the model is."""
+    """`data=manifest data.path=FILE`: splits of one manifest. As soon as it is built (before
+    the model is), it decodes the training split once and fits the modalities' training-split
+    statistics (tabular columns, feature standardisation)."""
 
     def __init__(self, path: str, modalities: Mapping[str, Modality], batch_size: int = 32,
                  num_workers: int = 2, pin_memory: bool = False, on_error: OnError = "raise",
-                 split_fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0):
+                 split_fractions: Sequence[float] = (0.8, 0.1, 0.1), val_fraction: float = 0.1,
+                 cache: bool = True, cache_dir: str | None = None, seed: int = 0):
         def dataset(split: str, modalities: Mapping[str, Modality]) -> ManifestDataset:
-            return ManifestDataset(path, modalities, split, on_error, split_fractions, seed)
+            return ManifestDataset(path, modalities, split, on_error, split_fractions, seed,
+                                   val_fraction, cache, cache_dir)
 
         super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
                          collate_fn=collate_skipping, seed=seed)
+
+    def fit_statistics(self) -> None:
         train = self.dataset("train")
         if len(train) == 0:
             raise DataError(f"{train.path}: no usable training rows")
@@ -395,3 +529,16 @@ class ManifestDataModule(MultimodalDataModule):
             except (ConfigError, DataError) as error:  # e.g. no training row has the modality
                 raise DataError(f"{train.path.name}: cannot fit modality '{name}' (columns "
                                 f"{train.columns[name]}) on the training split: {error}") from None
+        train.warm(self.num_workers)  # (tabular cells decode with the categories just fitted)
+        super().fit_statistics()
+
+    def ready(self, split: str) -> Dataset:
+        """A split's dataset, decoded into its cache."""
+        data = self.dataset(split)
+        data.warm(self.num_workers)
+        return data
+
+    def loader_workers(self, dataset: Dataset) -> int:
+        """No worker processes for a split decoded into memory: they would only add copies."""
+        cache = getattr(dataset, "cache", None)
+        return 0 if cache is not None and cache.in_memory and not cache.missing_rows() else self.num_workers

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality
-from mmae.modalities.conv import bottleneck_shape, conv_decoder, conv_encoder
+from mmae.modalities.base import Modality, file_cell
+from mmae.modalities.conv import ConvNet
 
 LOG_EPS = 1e-5
 #: Most elements (128 MiB of float32) of a resampling filter: torchaudio builds one of about
@@ -35,18 +35,16 @@ def resample_filter_size(old: int, new: int, lowpass_filter_width: int = 6, roll
 
 class LogMel(nn.Module):
     """Waveform `[B, N]` -> log-mel `[B, 1, n_mels, frames]` (torchaudio, so it runs on the GPU
-    with the model). Frames beyond `frames` are cropped so the CNN can halve them evenly."""
+    with the model)."""
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int, frames: int):
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int):
         super().__init__()
         from torchaudio.transforms import MelSpectrogram
 
         self.mel = MelSpectrogram(sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
-        self.frames = frames
 
     def forward(self, waveform: Tensor) -> Tensor:
-        mel = self.mel(waveform.float())[..., : self.frames]
-        return torch.log(mel + LOG_EPS).unsqueeze(1)
+        return torch.log(self.mel(waveform.float()) + LOG_EPS).unsqueeze(1)
 
 
 def fit_length(waveform: Tensor, num_samples: int) -> Tensor:
@@ -61,44 +59,52 @@ class AudioModality(Modality):
     """Mono audio of `duration` seconds at `sample_rate`; files of another rate are resampled,
     multi-channel files down-mixed, shorter/longer ones zero-padded/cropped.
 
-    The model encodes and reconstructs the log-mel spectrogram; `to_waveform` inverts a
-    reconstruction (inverse mel + Griffin-Lim) so it can be listened to.
+    The model encodes and reconstructs the log-mel spectrogram (natural log of power), which
+    the encoder standardises per mel band with `mean`/`std` fitted on the training split
+    (`normalize: false`: as it is). `to_waveform` inverts a reconstruction (inverse mel +
+    Griffin-Lim) so it can be listened to. `hidden_channels: null` sizes the CNN from the
+    spectrogram (see `mmae.modalities.conv`).
     """
 
     kind = "audio"
+    statistics_axis = 1  # per mel band of [1, n_mels, frames]
 
     def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int = 512,
-                 hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] = (32, 64),
+                 hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] | None = None,
+                 normalize: bool = True, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, likelihood: str = "gaussian",
                  column: str | None = None):
-        if sample_rate <= 0 or duration <= 0 or hop_length <= 0 or n_fft <= 0:
-            raise ConfigError("AudioModality: sample_rate, duration, n_fft and hop_length must be "
-                              f"positive, got {sample_rate}, {duration}, {n_fft}, {hop_length}")
+        if sample_rate <= 0 or duration <= 0 or hop_length <= 0 or n_fft <= 0 or n_mels <= 0:
+            raise ConfigError("AudioModality: sample_rate, duration, n_fft, hop_length and n_mels must be "
+                              f"positive, got {sample_rate}, {duration}, {n_fft}, {hop_length}, {n_mels}")
         self.sample_rate, self.duration = int(sample_rate), float(duration)
         self.n_fft, self.hop_length, self.n_mels = int(n_fft), int(hop_length), int(n_mels)
         self.num_samples = round(self.sample_rate * self.duration)
-        self.hidden_channels = [int(c) for c in hidden_channels]
-        factor = 2 ** len(self.hidden_channels)
-        frames = (1 + self.num_samples // self.hop_length) // factor * factor
-        if frames == 0:
-            raise ConfigError(f"AudioModality: {self.duration}s at hop {self.hop_length} gives fewer "
-                              f"than {factor} frames; lengthen duration or shorten hop_length")
-        self.frames = frames
-        super().__init__((1, self.n_mels, frames), raw_shape=(self.num_samples,), column=column)
-        self.bottleneck = bottleneck_shape("AudioModality", self.n_mels, frames, self.hidden_channels)
+        self.frames = 1 + self.num_samples // self.hop_length  # torchaudio's centred STFT
+        super().__init__((1, self.n_mels, self.frames), raw_shape=(self.num_samples,), column=column)
+        self.net = ConvNet("AudioModality", 1, self.n_mels, self.frames, hidden_channels)
+        self._continuous(normalize, mean, std, likelihood)
+
+    @property
+    def hidden_channels(self) -> list[int]:
+        return self.net.hidden_channels
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        return conv_encoder(1, self.hidden_channels, self.bottleneck, embed_dim)
+        return self.net.encoder(embed_dim)
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
-        return conv_decoder(1, self.hidden_channels, self.bottleneck, hidden_dim)
+        return self.net.decoder(hidden_dim)
 
     def build_preprocessor(self) -> nn.Module:
-        return LogMel(self.sample_rate, self.n_fft, self.hop_length, self.n_mels, self.frames)
+        return LogMel(self.sample_rate, self.n_fft, self.hop_length, self.n_mels)
+
+    def file_path(self, value: Any, root: Path) -> Path:
+        return file_cell(value, root)
 
     def load(self, value: Any, root: Path) -> Tensor:
         import soundfile
 
-        path = root / str(value)
+        path = file_cell(value, root)
         if not os.path.isfile(path):
             raise DataError(f"file not found: {path}")
         try:
@@ -143,4 +149,5 @@ class AudioModality(Modality):
     def config(self) -> dict:
         return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,
                 "hop_length": self.hop_length, "n_mels": self.n_mels,
-                "hidden_channels": self.hidden_channels, "column": self.column}
+                "hidden_channels": self.hidden_channels, "normalize": self.normalize,
+                "mean": self.mean, "std": self.std, "likelihood": self.likelihood, "column": self.column}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import reprlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,7 +13,25 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, InputError
+from mmae.errors import ConfigError, DataError, InputError
+from mmae.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
+
+#: Smallest standard deviation a fitted statistic may have: a constant feature would
+#: otherwise be divided by zero.
+MIN_STD = 1e-6
+
+
+class Standardize(nn.Module):
+    """`(x - mean) / std` with statistics broadcast over the features; part of the encoder,
+    so an export carries it and takes inputs in their own units."""
+
+    def __init__(self, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 class Modality(ABC):
@@ -27,6 +48,17 @@ class Modality(ABC):
     """
 
     kind: ClassVar[str]
+    #: The axis of the per-sample features `shape` along which continuous statistics are kept
+    #: apart (an image's channel, a log-mel's band, a vector's element); None for modalities
+    #: that standardise themselves or have nothing continuous to standardise.
+    statistics_axis: ClassVar[int | None] = None
+    #: Continuous modalities: standardise the encoder's input (and decode in standardised
+    #: units) with `mean`/`std`, fitted on the training split unless given; the decoder's
+    #: distribution `likelihood` (see `mmae.likelihoods.LIKELIHOODS`).
+    normalize: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    likelihood: str = "gaussian"
     #: True when the modality spans manifest columns (`manifest_columns`): its cells are then
     #: `{column: value}` dicts, even where it names a single column.
     multi_column: ClassVar[bool] = False
@@ -41,6 +73,65 @@ class Modality(ABC):
         self.shape = shape
         self.raw_shape = shape if raw_shape is None else tuple(int(s) for s in raw_shape)
         self.column = column
+
+    def _continuous(self, normalize: bool, mean: Sequence[float] | None, std: Sequence[float] | None,
+                    likelihood: str) -> None:
+        """Set and check the statistics and likelihood settings of a continuous modality."""
+        owner = type(self).__name__
+        if likelihood not in LIKELIHOODS:
+            raise ConfigError(f"{owner}: likelihood must be one of {sorted(LIKELIHOODS)}, got '{likelihood}'")
+        if (mean is None) != (std is None):
+            raise ConfigError(f"{owner}: give both mean and std, or neither")
+        self.normalize, self.likelihood = bool(normalize), likelihood
+        self.mean = self.std = None
+        if mean is not None:
+            self.set_statistics(mean, std)
+
+    @property
+    def statistics_size(self) -> int:
+        """How many values `mean` and `std` hold (one per index of `statistics_axis`)."""
+        return self.shape[self.statistics_axis]
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the datamodule should fit `mean`/`std` on the training split."""
+        return self.statistics_axis is not None and self.normalize and self.mean is None
+
+    def set_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the feature statistics (`statistics_size` values each, std > 0)."""
+        owner = type(self).__name__
+        mean, std = [float(m) for m in mean], [float(s) for s in std]
+        size = self.statistics_size
+        if len(mean) != size or len(std) != size:
+            raise ConfigError(f"{owner}: mean and std need {size} values (one per index of feature "
+                              f"axis {self.statistics_axis}), got {len(mean)} and {len(std)}")
+        if not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise ConfigError(f"{owner}: mean and std must be finite with std > 0, got mean={mean[:8]}, "
+                              f"std={std[:8]}")
+        self.mean, self.std = mean, std
+        self.normalize = True
+
+    def feature_statistics(self) -> tuple[Tensor, Tensor] | None:
+        """`(mean, std)` shaped to broadcast over a sample's features, or None."""
+        if self.statistics_axis is None or self.mean is None:
+            return None
+        shape = [1] * len(self.shape)
+        shape[self.statistics_axis] = -1
+        return torch.tensor(self.mean).view(shape), torch.tensor(self.std).view(shape)
+
+    def build_standardizer(self) -> nn.Module | None:
+        """The encoder's input standardisation (features -> standardised), or None."""
+        statistics = self.feature_statistics()
+        return None if statistics is None else Standardize(*statistics)
+
+    def build_likelihood(self) -> Likelihood:
+        """The decoder's distribution of this modality's features; its `link` maps the decoder
+        head's output (standardised units) to a reconstruction in the features' own units.
+        Modalities without continuous statistics (tokens, tables) use their own loss."""
+        if self.statistics_axis is None:
+            return OwnLoss(self)
+        mean, std = self.feature_statistics() or (None, None)
+        return build_likelihood(self.likelihood, mean, std, self.shape, owner=type(self).__name__)
 
     @abstractmethod
     def build_encoder(self, embed_dim: int) -> nn.Module:
@@ -60,6 +151,11 @@ class Modality(ABC):
 
     def fit(self, cells: list[Any]) -> None:  # noqa: B027 - optional hook, most modalities need none
         """Fit preprocessing statistics on the training split's cells (default: nothing)."""
+
+    def file_path(self, value: Any, root: Path) -> Path | None:
+        """The file a manifest cell names (relative to `root`), or None for an inline value;
+        raise `DataError` for a cell that should name a file and does not."""
+        return None
 
     def check_cell(self, value: Any) -> None:  # noqa: B027 - optional hook
         """Validate an inline manifest cell cheaply, up front (raise `DataError`); file cells
@@ -131,6 +227,28 @@ class Modality(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={self.shape})"
+
+
+class OwnLoss(Likelihood):
+    """A modality's own per-sample loss as its likelihood: the cross-entropy of tokens and
+    categories (a categorical likelihood) and whatever else `reconstruction_loss` defines."""
+
+    def __init__(self, modality: Modality):
+        super().__init__()
+        self._loss = modality.reconstruction_loss
+
+    def link(self, output: Tensor) -> Tensor:
+        return output
+
+    def nll(self, reconstruction: Tensor, target: Tensor) -> Tensor:
+        return self._loss(reconstruction, target)
+
+
+def file_cell(value: Any, root: Path) -> Path:
+    """The path of a cell that must name a file (images, audio)."""
+    if not isinstance(value, str):
+        raise DataError(f"expected a file path, got {type(value).__name__} {reprlib.repr(value)}")
+    return root / value.strip()
 
 
 def mlp(sizes: list[int], activate_last: bool = False) -> nn.Sequential:

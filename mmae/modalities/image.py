@@ -11,66 +11,55 @@ import torch
 from torch import Tensor, nn
 
 from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality
-from mmae.modalities.conv import bottleneck_shape, conv_decoder, conv_encoder
+from mmae.modalities.base import Modality, file_cell
+from mmae.modalities.conv import ConvNet
 
 MODES = {1: "L", 3: "RGB"}
-
-
-class Normalize(nn.Module):
-    """`(x - mean) / std` per channel; part of the model so that an export carries it."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
 
 
 class ImageModality(Modality):
     """Images `[C, H, W]` with values in [0, 1] (8-bit pixels / 255).
 
-    Each hidden layer halves the resolution, so H and W must be divisible by 2**depth.
-    `mean`/`std` (per channel) normalise inside the model. A file of another size or mode is
-    an error unless `resize` / `convert` allow fixing it.
+    Each hidden layer halves the resolution; `hidden_channels: null` (the default) adds layers
+    until the map is small (see `mmae.modalities.conv`). The encoder standardises each channel
+    with `mean`/`std`, fitted on the training split unless given (`normalize: false`: raw
+    pixels); features and reconstructions stay pixels. A file of another size or mode is an
+    error unless `resize` / `convert` allow fixing it.
     """
 
     kind = "image"
+    statistics_axis = 0  # per channel
 
     def __init__(self, channels: int = 1, size: int | Sequence[int] = 28,
-                 hidden_channels: Sequence[int] = (32, 64), mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, resize: bool = False, convert: bool = False,
+                 hidden_channels: Sequence[int] | None = None, normalize: bool = True,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 likelihood: str = "gaussian", resize: bool = False, convert: bool = False,
                  column: str | None = None):
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         super().__init__((channels, height, width), column=column)
         if channels not in MODES:
             raise ConfigError(f"ImageModality: channels must be 1 (grey) or 3 (RGB), got {channels}")
-        self.hidden_channels = [int(c) for c in hidden_channels]
-        self.bottleneck = bottleneck_shape("ImageModality", height, width, self.hidden_channels)
-        if (mean is None) != (std is None):
-            raise ConfigError("ImageModality: give both mean and std, or neither")
-        if mean is not None and (len(mean) != channels or len(std) != channels or min(std) <= 0):
-            raise ConfigError(f"ImageModality: mean and std need {channels} values (std > 0), "
-                              f"got mean={list(mean)}, std={list(std)}")
-        self.mean = None if mean is None else [float(m) for m in mean]
-        self.std = None if std is None else [float(s) for s in std]
+        self.net = ConvNet("ImageModality", channels, height, width, hidden_channels)
+        self._continuous(normalize, mean, std, likelihood)
         self.resize, self.convert = resize, convert
 
+    @property
+    def hidden_channels(self) -> list[int]:
+        return self.net.hidden_channels
+
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        return conv_encoder(self.shape[0], self.hidden_channels, self.bottleneck, embed_dim)
+        return self.net.encoder(embed_dim)
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
-        return conv_decoder(self.shape[0], self.hidden_channels, self.bottleneck, hidden_dim)
+        return self.net.decoder(hidden_dim)
 
-    def build_preprocessor(self) -> nn.Module | None:
-        return None if self.mean is None else Normalize(self.mean, self.std)
+    def file_path(self, value: Any, root: Path) -> Path:
+        return file_cell(value, root)
 
     def load(self, value: Any, root: Path) -> Tensor:
         from PIL import Image, UnidentifiedImageError
 
-        path = root / str(value)
+        path = file_cell(value, root)
         channels, height, width = self.shape
         mode = MODES[channels]
         try:
@@ -95,14 +84,13 @@ class ImageModality(Modality):
         return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
     def preview(self, features: Tensor) -> list[np.ndarray]:
-        """uint8 `[H, W, C]` pixels: features un-normalised (mean/std) and clamped to [0, 1]."""
+        """uint8 `[H, W, C]` pixels, clamped to [0, 1]."""
         x = features.detach().float().cpu()
-        if self.mean is not None:
-            x = x * torch.tensor(self.std).view(-1, 1, 1) + torch.tensor(self.mean).view(-1, 1, 1)
         pixels = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1)
         return list(pixels.numpy())
 
     def config(self) -> dict:
         return {"channels": self.shape[0], "size": list(self.shape[1:]),
-                "hidden_channels": self.hidden_channels, "mean": self.mean, "std": self.std,
+                "hidden_channels": self.hidden_channels, "normalize": self.normalize,
+                "mean": self.mean, "std": self.std, "likelihood": self.likelihood,
                 "resize": self.resize, "convert": self.convert, "column": self.column}

@@ -20,7 +20,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class VectorModality(Modality):
-    """Vectors `[dim]`, reconstructed with a mean squared error.
+    """Vectors `[dim]`. The encoder standardises each element with `mean`/`std`, fitted on the
+    training split unless given (`normalize: false`: as they are).
 
     In a manifest a cell is a `.npy` file (relative path) or the numbers inline, separated by
     spaces, commas or semicolons (brackets allowed). Values must be finite real numbers within
@@ -28,14 +29,20 @@ class VectorModality(Modality):
     """
 
     kind = "vector"
+    statistics_axis = 0  # per element
 
-    def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,), column: str | None = None):
+    def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,), normalize: bool = True,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 likelihood: str = "gaussian", column: str | None = None):
         super().__init__((dim,), column=column)
         self.hidden = [int(h) for h in hidden]
+        self._continuous(normalize, mean, std, likelihood)
+
+    def file_path(self, value: Any, root: Path) -> Path | None:
+        return root / value.strip() if isinstance(value, str) and value.strip().endswith(".npy") else None
 
     def check_cell(self, value: Any) -> None:
-        if not (isinstance(value, str) and value.strip().endswith(".npy")):
-            self.load(value, Path("."))
+        self.load(value, Path("."))  # an inline value (files are checked when read)
 
     def load(self, value: Any, root: Path) -> Tensor:
         if isinstance(value, str) and value.strip().endswith(".npy"):
@@ -76,4 +83,5 @@ class VectorModality(Modality):
         return mlp([hidden_dim, *self.hidden[::-1], self.shape[0]])
 
     def config(self) -> dict:
-        return {"dim": self.shape[0], "hidden": self.hidden, "column": self.column}
+        return {"dim": self.shape[0], "hidden": self.hidden, "normalize": self.normalize,
+                "mean": self.mean, "std": self.std, "likelihood": self.likelihood, "column": self.column}

@@ -1,0 +1,58 @@
+"""Feature statistics fitted on the training split, so that every continuous modality reaches
+the encoder (and the loss) in standardised units whatever its own units are."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from mmae.errors import DataError
+from mmae.modalities.base import MIN_STD, Modality
+
+
+class Moments:
+    """Running sums of a feature and its square along one axis (float64, so that a million
+    log-mel frames lose no precision)."""
+
+    def __init__(self, axis: int):
+        self.axis = axis  # of the per-sample features; the batch axis comes first
+        self.total = self.squares = None
+        self.count = 0
+
+    def add(self, features: torch.Tensor) -> None:
+        x = features.double().movedim(1 + self.axis, 0).flatten(1)
+        total, squares = x.sum(1), x.square().sum(1)
+        self.total = total if self.total is None else self.total + total
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.count += x.shape[1]
+
+    def mean_std(self) -> tuple[list[float], list[float]]:
+        mean = self.total / self.count
+        variance = (self.squares / self.count - mean.square()).clamp_min(0.0)
+        return mean.tolist(), variance.sqrt().clamp_min(MIN_STD).tolist()
+
+
+@torch.no_grad()
+def fit_feature_statistics(modalities: Mapping[str, Modality], batches: Iterable[dict | None],
+                           where: str = "the training split") -> None:
+    """Set `mean`/`std` of every modality that needs them (`Modality.needs_statistics`), over
+    the features (after the modality's preprocessing: the log-mel of a waveform) of the
+    samples where it is present."""
+    needing = {n: m for n, m in modalities.items() if m.needs_statistics}
+    preprocessors = {n: m.build_preprocessor() for n, m in needing.items()}
+    moments = {n: Moments(m.statistics_axis) for n, m in needing.items()}
+    for batch in batches:
+        if batch is None:  # every sample of the batch was skipped
+            continue
+        for name, preprocessor in preprocessors.items():
+            mask = batch["present"][name]
+            if bool(mask.any()):
+                raw = batch[name][mask]
+                moments[name].add(raw if preprocessor is None else preprocessor(raw))
+    for name, modality in needing.items():
+        if moments[name].count == 0:
+            raise DataError(f"{where}: no sample has modality '{name}', so its statistics cannot be "
+                            f"fitted; give modality.{name}.mean and .std, or set "
+                            f"modality.{name}.normalize=false")
+        modality.set_statistics(*moments[name].mean_std())

@@ -1,0 +1,412 @@
+"""mmae on real paired files, against the baselines a sceptic would try first: one table, every
+number measured in this run.
+
+    python scripts/bench_realdata.py                                  # default settings (minutes)
+    python scripts/bench_realdata.py --epochs 1 --variants            # a quick smoke run, no variants
+    python scripts/bench_realdata.py --variants "fusion=attention" "model=vae fusion=mopoe" --json out.json
+
+The data is "spoken digits" (scripts/realdata.py): 8x8 handwritten digit images paired with
+the digit's word spoken by espeak-ng, test voices never heard in training, a manifest with
+`train` and `test` only, as a user's own data would arrive. It is built once into `--data`.
+
+Rows:
+- **mmae default**: the README's manifest command plus the image size and nothing else, so the
+  row shows what a new user gets (`--epochs` and `--seed` add `trainer.max_epochs` / `seed`).
+- **mmae best variant**: the best of the `--variants` runs (each a list of extra overrides),
+  by the mean of the five accuracy columns. It is picked on the test split, so it is an
+  optimistic figure; the default row is the honest one.
+- **raw-input probe**: the same linear probe on the model's inputs (pixels, log-mel).
+- **PCA-k**: the inputs standardised and projected on k principal components, k = mmae's latent
+  size: a linear code of the same size learnt without a network.
+- **per-modality AEs**: one mmae autoencoder per modality (`modality=[image]`, `modality=[audio]`),
+  the question being whether training the modalities jointly buys anything. Its "probe all" is
+  the two codes side by side; its cross-modal columns bridge the two latent spaces with a ridge
+  regression fitted on the training codes, then decode with the target autoencoder.
+
+Columns (test accuracy on 10 digits; chance is 10%):
+- **probe all / image only / audio only**: a linear probe (StandardScaler + logistic regression)
+  fitted on training codes (from both modalities, or from one), scored on test codes.
+- **image from audio / audio from image**: cross-modal coherence. The model imputes one
+  modality from the other alone; a classifier fitted on the *real* training features of the
+  imputed modality (pixels; log-mel from the model's own preprocessing) classifies the imputed
+  test features. High means the generated image (sound) shows (says) the right digit.
+- **train s**: wall seconds of the whole `mmae-train` command (start-up and export included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mmae
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS))
+from realdata import EspeakMissing, build_spoken_digits  # noqa: E402  (a sibling script)
+
+DEFAULT_DATA = Path("outputs/realdata/spoken_digits")
+DEFAULT_VARIANTS = ("fusion=concat", "model=vae fusion=poe")
+BOTH = ("image", "audio")
+BATCH = 256
+COLUMNS = ("probe_all", "image_only", "audio_only", "image_from_audio", "audio_from_image")
+HEADERS = ("probe all", "image only", "audio only", "image from audio", "audio from image", "train s")
+
+
+class BenchError(RuntimeError):
+    """A training run or the dataset failed; the message says which and why."""
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+@dataclass
+class Run:
+    """One `mmae-train` command and what it left behind."""
+
+    name: str
+    modalities: tuple[str, ...]
+    overrides: list[str]
+    folder: Path
+    args: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def command(self) -> str:
+        return shlex.join(["mmae-train", *self.args])
+
+
+def train_args(manifest: Path, modalities: tuple[str, ...], folder: Path, extra: list[str]) -> list[str]:
+    """The README's manifest command: the data, the modalities, the image size (the digits are
+    8x8, not the default 28x28), the output directory, no logger; then `extra`."""
+    args = ["data=manifest", f"data.path={manifest}", f"modality=[{','.join(modalities)}]"]
+    if "image" in modalities:
+        args.append("modality.image.size=8")
+    return [*args, f"paths.output_dir={folder}", "logger=none", *extra]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log, progress-bar carriage returns counted as line ends."""
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    kept = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def train(run: Run) -> Run:
+    """Run `python -m mmae.train` for `run`, timing the whole command; logs go beside its folder."""
+    if run.folder.exists():
+        raise BenchError(f"{run.folder} exists: choose a fresh --runs directory")
+    run.folder.parent.mkdir(parents=True, exist_ok=True)
+    out, err = run.folder.with_suffix(".out.log"), run.folder.with_suffix(".err.log")
+    print(f"[{run.name}] {run.command}", flush=True)
+    start = time.perf_counter()
+    with out.open("w") as stdout, err.open("w") as stderr:
+        result = subprocess.run([sys.executable, "-m", "mmae.train", *run.args], stdout=stdout,
+                                stderr=stderr, check=False)
+    run.seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise BenchError(f"run '{run.name}' failed (exit {result.returncode}) after {run.seconds:.0f} s:\n"
+                         f"  {run.command}\n--- stderr tail ({err}) ---\n{tail(err)}")
+    print(f"[{run.name}] {run.seconds:.0f} s", flush=True)
+    return run
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """One split's raw inputs, as the encoder takes them, and labels."""
+
+    image: torch.Tensor  # [N, 1, 8, 8] in [0, 1]
+    audio: torch.Tensor  # [N, 16000]
+    labels: np.ndarray
+
+    def raw(self, *names: str) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in names}
+
+
+def load_splits(manifest: Path) -> dict[str, Split]:
+    """Both splits read straight from the files (Pillow, soundfile), independent of how mmae
+    itself reads a manifest, so the probes see exactly the split the manifest declares."""
+    import soundfile
+    from PIL import Image
+
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    with manifest.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault(row["split"], []).append(row)
+    splits = {}
+    for name in ("train", "test"):
+        images, waves = [], []
+        for row in rows[name]:
+            with Image.open(manifest.parent / row["image"]) as image:
+                images.append(np.asarray(image, dtype=np.float32)[None] / 255.0)
+            wave, _ = soundfile.read(manifest.parent / row["audio"], dtype="float32")
+            waves.append(wave)
+        labels = np.array([int(row["label"]) for row in rows[name]])
+        splits[name] = Split(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(waves)), labels)
+    return splits
+
+
+def batched(function, inputs: dict[str, torch.Tensor]) -> list:
+    """`function` over `inputs` in batches (memory stays small for audio)."""
+    size = len(next(iter(inputs.values())))
+    return [function({k: v[i: i + BATCH] for k, v in inputs.items()}) for i in range(0, size, BATCH)]
+
+
+def flat(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().flatten(1).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------- probes
+
+
+def classifier(components: int | None = None, seed: int = 0):
+    """StandardScaler + logistic regression, optionally after standardised PCA."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    head = [StandardScaler(), LogisticRegression(max_iter=2000)]
+    if components is None:
+        return make_pipeline(*head)
+    return make_pipeline(StandardScaler(), PCA(components, random_state=seed), *head)
+
+
+def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+          components: int | None = None, seed: int = 0) -> float:
+    return float(classifier(components, seed).fit(train_x, train_y).score(test_x, test_y))
+
+
+class RealFeatureClassifiers:
+    """Classifiers of real training features, which judge imputed features. Runs with the same
+    preprocessing share training features, so each distinct set is fitted once."""
+
+    def __init__(self, labels: np.ndarray):
+        self.labels = labels
+        self.fitted: dict[str, object] = {}
+
+    def get(self, features: np.ndarray):
+        key = hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
+        if key not in self.fitted:
+            self.fitted[key] = classifier().fit(features, self.labels)
+        return self.fitted[key]
+
+    def accuracy(self, train_features: np.ndarray, imputed: np.ndarray, labels: np.ndarray) -> float:
+        return float(self.get(train_features).score(imputed, labels))
+
+
+def features(model: mmae.MultimodalAutoencoder, split: Split, name: str) -> np.ndarray:
+    """A modality's real features as `model` reconstructs them (pixels, log-mel), flattened."""
+    parts = batched(lambda raw: flat(model.encoder.preprocess(raw)[name]), split.raw(name))
+    return np.concatenate(parts)
+
+
+def codes(encoder, split: Split, *names: str) -> np.ndarray:
+    return np.concatenate(batched(lambda raw: flat(encoder(raw)), split.raw(*names)))
+
+
+# ---------------------------------------------------------------------------- evaluations
+
+
+def evaluate_joint(run: Run, data: dict[str, Split], judges: dict[str, RealFeatureClassifiers]) -> dict:
+    """Probes of the exported encoder's codes, and cross-modal coherence of the full model."""
+    encoder = mmae.load_encoder(run.folder / "encoder")
+    model = mmae.load_checkpoint_model(run.folder / "checkpoints" / "best.ckpt")
+    train, test = data["train"], data["test"]
+    result = {}
+    for column, names in (("probe_all", ("image", "audio")), ("image_only", ("image",)),
+                          ("audio_only", ("audio",))):
+        result[column] = probe(codes(encoder, train, *names), train.labels,
+                               codes(encoder, test, *names), test.labels)
+    for target, source in (("image", "audio"), ("audio", "image")):
+        imputed = np.concatenate(batched(lambda raw, t=target: flat(mmae.impute(model, raw)[t]),
+                                         test.raw(source)))
+        result[f"{target}_from_{source}"] = judges[target].accuracy(
+            features(model, train, target), imputed, test.labels)
+    return {**result, "train_s": run.seconds, "latent_dim": encoder.latent_dim}
+
+
+def evaluate_separate(runs: dict[str, Run], data: dict[str, Split],
+                      judges: dict[str, RealFeatureClassifiers]) -> dict:
+    """One autoencoder per modality: probes of their codes (side by side for "all"), and
+    coherence through a ridge map from one latent space to the other."""
+    from sklearn.linear_model import Ridge
+
+    train, test = data["train"], data["test"]
+    encoders = {name: mmae.load_encoder(run.folder / "encoder") for name, run in runs.items()}
+    models = {name: mmae.load_checkpoint_model(run.folder / "checkpoints" / "best.ckpt")
+              for name, run in runs.items()}
+    seen = {name: codes(encoders[name], train, name) for name in runs}
+    unseen = {name: codes(encoders[name], test, name) for name in runs}
+    result = {"probe_all": probe(np.hstack([seen["image"], seen["audio"]]), train.labels,
+                                 np.hstack([unseen["image"], unseen["audio"]]), test.labels),
+              "image_only": probe(seen["image"], train.labels, unseen["image"], test.labels),
+              "audio_only": probe(seen["audio"], train.labels, unseen["audio"], test.labels)}
+    for target, source in (("image", "audio"), ("audio", "image")):
+        bridge = Ridge(alpha=1.0).fit(seen[source], seen[target])
+        code = torch.from_numpy(bridge.predict(unseen[source]).astype(np.float32))
+        model = models[target]
+        with torch.no_grad():
+            decoded = model.modalities[target].as_features(model.decoder(code)[target])
+        result[f"{target}_from_{source}"] = judges[target].accuracy(
+            features(model, train, target), flat(decoded), test.labels)
+    return {**result, "train_s": sum(run.seconds for run in runs.values())}
+
+
+def evaluate_inputs(model: mmae.MultimodalAutoencoder, data: dict[str, Split], latent_dim: int, seed: int,
+                    judges: dict[str, RealFeatureClassifiers]) -> tuple[dict, dict]:
+    """The raw-input probe and PCA-k probe: pixels, log-mel (the model's preprocessing) and both.
+    The single-modality raw probes are the coherence judges themselves (same fit, test inputs)."""
+    train, test = data["train"], data["test"]
+    seen = {name: features(model, train, name) for name in ("image", "audio")}
+    unseen = {name: features(model, test, name) for name in ("image", "audio")}
+    seen["all"], unseen["all"] = (np.hstack([part["image"], part["audio"]]) for part in (seen, unseen))
+    raw = {"probe_all": probe(seen["all"], train.labels, unseen["all"], test.labels),
+           "image_only": judges["image"].accuracy(seen["image"], unseen["image"], test.labels),
+           "audio_only": judges["audio"].accuracy(seen["audio"], unseen["audio"], test.labels)}
+    reduced = {column: probe(seen[name], train.labels, unseen[name], test.labels, latent_dim, seed)
+               for column, name in (("probe_all", "all"), ("image_only", "image"), ("audio_only", "audio"))}
+    return raw, reduced
+
+
+# ------------------------------------------------------------------------------- output
+
+
+def mean_accuracy(row: dict) -> float:
+    return float(np.mean([row[c] for c in COLUMNS]))
+
+
+def table(rows: dict[str, dict]) -> str:
+    """Markdown, one line per row (its `method` label): accuracies in %, missing cells as '-'."""
+    lines = ["| method | " + " | ".join(HEADERS) + " |", "|---|" + "---:|" * len(HEADERS)]
+    for row in rows.values():
+        cells = [f"{100 * row[c]:.1f}" if row.get(c) is not None else "-" for c in COLUMNS]
+        cells.append(f"{row['train_s']:.0f}" if row.get("train_s") is not None else "-")
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help=f"dataset folder, built there if needed (default {DEFAULT_DATA})")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the training runs go (default outputs/realdata/runs/<time>)")
+    parser.add_argument("--variants", nargs="*", default=list(DEFAULT_VARIANTS),
+                        help="extra override strings, one run each (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="trainer.max_epochs for every run (default: the config's)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="dataset seed, also passed as seed=N to every run (default: dataset 0, "
+                             "mmae's own default seed)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    return parser.parse_args(argv)
+
+
+def plan_runs(args: argparse.Namespace, manifest: Path) -> tuple[list[Run], dict[str, Run]]:
+    """The joint runs (default first, then one per variant) and one run per modality."""
+    runs_root = (args.runs or Path("outputs/realdata/runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    extra = ([] if args.epochs is None else [f"trainer.max_epochs={args.epochs}"]) + (
+        [] if args.seed is None else [f"seed={args.seed}"])
+
+    def make(name: str, modalities: tuple[str, ...], overrides: list[str]) -> Run:
+        folder = runs_root / name
+        return Run(name, modalities, overrides, folder,
+                   train_args(manifest, modalities, folder, [*overrides, *extra]))
+
+    joint = [make("mmae-default", BOTH, [])]
+    joint += [make(f"variant-{i}-" + re.sub(r"[^A-Za-z0-9]+", "_", v).strip("_"), BOTH, shlex.split(v))
+              for i, v in enumerate(args.variants, start=1)]
+    return joint, {name: make(f"{name}-ae", (name,), []) for name in BOTH}
+
+
+def evaluate_all(joint: list[Run], separate: dict[str, Run], data: dict[str, Split],
+                 seed: int) -> tuple[dict, dict]:
+    """Every row of the table (keyed by a stable id, `method` its label) and each joint run's numbers."""
+    judges = {name: RealFeatureClassifiers(data["train"].labels) for name in BOTH}
+    results = {run.name: evaluate_joint(run, data, judges) for run in joint}
+    default = results[joint[0].name]
+    latent_dim = default["latent_dim"]
+    default_model = mmae.load_checkpoint_model(joint[0].folder / "checkpoints" / "best.ckpt")
+    raw, reduced = evaluate_inputs(default_model, data, latent_dim, seed, judges)
+    rows = {"mmae_default": {"method": "mmae default", **default}}
+    if len(joint) > 1:
+        best = max(joint[1:], key=lambda run: mean_accuracy(results[run.name]))
+        rows["mmae_best_variant"] = {"method": f"mmae best variant (`{' '.join(best.overrides)}`)",
+                                     "overrides": best.overrides, **results[best.name]}
+    rows["raw_input_probe"] = {"method": "raw-input probe", **raw}
+    rows["pca_probe"] = {"method": f"PCA-{latent_dim} probe", **reduced}
+    rows["per_modality_aes"] = {"method": "per-modality AEs", **evaluate_separate(separate, data, judges)}
+    return rows, results
+
+
+def bench(args: argparse.Namespace) -> dict:
+    """Build the data, train every run, evaluate them all; the numbers and the commands."""
+    data_seed = 0 if args.seed is None else args.seed
+    start = time.perf_counter()
+    manifest = build_spoken_digits(args.data, seed=data_seed).resolve()
+    build_s = time.perf_counter() - start
+    joint, separate = plan_runs(args, manifest)
+    for run in [*joint, *separate.values()]:
+        train(run)
+    data = load_splits(manifest)
+    rows, results = evaluate_all(joint, separate, data, data_seed)
+    runs = {run.name: {"command": run.command, "seconds": run.seconds, "folder": str(run.folder),
+                       **results.get(run.name, {})} for run in [*joint, *separate.values()]}
+    return {"rows": rows, "runs": runs,
+            "dataset": {"manifest": str(manifest), "seed": data_seed, "build_s": build_s,
+                        "train": len(data["train"].labels), "test": len(data["test"].labels)},
+            "variants_by_mean_accuracy": {" ".join(run.overrides): mean_accuracy(results[run.name])
+                                          for run in joint[1:]}}
+
+
+def report(outcome: dict, argv: list[str]) -> str:
+    dataset = outcome["dataset"]
+    lines = [f"spoken digits: {dataset['train']} train / {dataset['test']} test pairs, test voices unseen "
+             f"in training; test accuracy in % (chance 10%)", "", table(outcome["rows"]), "",
+             "per-modality AEs: 'probe all' is both codes side by side; cross-modal columns map one latent "
+             "space to the other (ridge on training codes) and decode with the target's autoencoder", ""]
+    if outcome["variants_by_mean_accuracy"]:
+        tried = ", ".join(f"`{k}` {100 * v:.1f}" for k, v in outcome["variants_by_mean_accuracy"].items())
+        lines += [f"variants (mean of the accuracy columns; best picked on test): {tried}", ""]
+    lines += ["commands:", f"  {shlex.join(['python', 'scripts/bench_realdata.py', *argv])}",
+              f"  python scripts/realdata.py {shlex.quote(str(Path(dataset['manifest']).parent))} "
+              f"--seed {dataset['seed']}"]
+    lines += [f"  {run['command']}" for run in outcome["runs"].values()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        outcome = bench(args)
+    except (BenchError, EspeakMissing, mmae.MMAEError) as error:
+        print(f"bench_realdata: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(report(outcome, argv))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(outcome, indent=2, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
