@@ -89,11 +89,15 @@ def test_warming_with_workers_fills_the_main_process_cache(tmp_path):
     assert all(train.cache.complete(i) for i in range(len(train)))
 
 
-def test_a_split_too_large_for_memory_needs_a_cache_dir(tmp_path, monkeypatch):
+def test_a_split_too_large_for_memory_goes_to_memory_mapped_files(tmp_path, monkeypatch):
     path = _write(tmp_path / "data", rows=12)
     monkeypatch.setattr("mmae.data.cache.available_memory", lambda: 1024)
-    with pytest.raises(DataError, match=r"more than memory allows; set data.cache_dir=DIR"):
-        ManifestDataModule(str(path), _modalities(), num_workers=0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    data = ManifestDataModule(str(path), _modalities(), num_workers=0)
+    train = data.dataset("train")
+    assert train.cache.directory.parent == tmp_path / "xdg" / "mmae" / "decoded"
+    assert not train.cache.in_memory and not train.cache.missing_rows()
+    # data.cache_dir puts them where the user says, whatever the size.
     data = ManifestDataModule(str(path), _modalities(), num_workers=0, cache_dir=str(tmp_path / "c"))
     assert data.dataset("train").cache.directory.parent == tmp_path / "c"
 

@@ -142,3 +142,17 @@ def test_noise_leaves_the_category_indices_of_a_table_alone():
         noisy, _ = noise({"table": features}, present, modalities={"table": table})
         assert torch.equal(noisy["table"][:, 2], features[:, 2])
         assert not torch.equal(noisy["table"][:, :2], features[:, :2])
+
+
+def test_element_noise_works_in_standardised_units_of_a_fitted_modality():
+    from mmae.modalities import VectorModality
+
+    fitted = {"v": VectorModality(dim=4, mean=[10.0, 10.0, -5.0, 0.0], std=[100.0, 100.0, 0.01, 1.0])}
+    x = torch.full((2000, 4), 3.0)
+    present = {"v": torch.ones(2000, dtype=torch.bool)}
+    masked, _ = MaskingNoise(fraction=1.0)({"v": x}, present, modalities=fitted)
+    assert torch.allclose(masked["v"], torch.tensor([10.0, 10.0, -5.0, 0.0]).expand(2000, 4))  # the mean
+    noisy, _ = GaussianNoise(sigma=0.1)({"v": x}, present, generator=torch.Generator().manual_seed(0),
+                                        modalities=fitted)
+    spread = (noisy["v"] - x).std(dim=0)
+    torch.testing.assert_close(spread, torch.tensor([10.0, 10.0, 0.001, 0.1]), rtol=0.1, atol=0)

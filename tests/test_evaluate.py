@@ -97,7 +97,7 @@ def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
     assert results["latent_map"] == str(tmp_path / "latent_map.png")
     assert (tmp_path / "latent_map.png").stat().st_size > 10_000
     probes = results["linear_probe_accuracy"]
-    assert probes["all modalities"] > probes["PCA-16 of the inputs"] + 0.1, probes
+    assert probes["all modalities"] > probes["PCA-32 of the inputs"] + 0.1, probes
     for name, row in results["imputation"].items():
         assert row["from_others"] < 0.7 * row["baseline_mean"], (name, row)
 

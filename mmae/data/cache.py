@@ -1,9 +1,9 @@
 """Decoded samples kept after their first read, so that an epoch after the first reads no file.
 
 One `DecodedCache` holds one manifest split: per modality a tensor `[rows, *raw_shape]` and
-which rows hold a decoded value. It lives in memory when it fits (`fits_in_memory`), else, or
-whenever a `directory` is given (`data.cache_dir`), in memory-mapped `.npy` files there, which
-DataLoader workers share and later runs reuse. Every entry is keyed by what it was decoded
+which rows hold a decoded value. It lives in memory when it fits (`fits_in_memory`), else in
+memory-mapped `.npy` files under `default_cache_dir()`, and whenever a `directory` is given
+(`data.cache_dir`) there, which DataLoader workers share and later runs reuse. Every entry is keyed by what it was decoded
 from (the cell, and for a file its path, size and modification time), so a changed file is
 decoded again and an unchanged one never is.
 """
@@ -37,6 +37,11 @@ def entry_key(cell: object, file: Path | None) -> int:
         except OSError:
             identity += f"|{file}|missing"
     return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def default_cache_dir() -> Path:
+    """Where a split too large for memory is cached when no `data.cache_dir` is given."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mmae" / "decoded"
 
 
 def available_memory() -> int:

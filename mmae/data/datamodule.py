@@ -14,8 +14,7 @@ from mmae.modalities.base import Modality
 
 #: The splits each Lightning stage reads.
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-
-
+#: What to do about an empty split, said when a stage needs it.
 EMPTY_SPLIT_HINTS = {
     "val": (" (checkpoints keep the best validation loss): give some rows split=val, or set "
             "data.val_fraction > 0 to carve them from train"),

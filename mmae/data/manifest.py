@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from mmae.data.batch import SPLITS
-from mmae.data.cache import DecodedCache, cache_bytes, entry_key, fits_in_memory
+from mmae.data.cache import DecodedCache, cache_bytes, default_cache_dir, entry_key, fits_in_memory
 from mmae.data.datamodule import MultimodalDataModule
 from mmae.errors import ConfigError, DataError
 from mmae.modalities.base import Modality
@@ -431,11 +431,12 @@ class ManifestDataset(Dataset):
                   for n, m in self.modalities.items()}
         size = cache_bytes(len(self.rows), shapes, dtypes)
         directory = None
-        if cache_dir is not None or not fits_in_memory(size):
-            if cache_dir is None:
-                raise DataError(f"{self.path.name} ({self.split}): decoded, the split takes "
-                                f"{size / 2**30:.1f} GiB, more than memory allows; set data.cache_dir=DIR "
-                                "for memory-mapped files on disk, or data.cache=false to decode every epoch")
+        if cache_dir is None and not fits_in_memory(size):
+            cache_dir = default_cache_dir()
+            log.info("%s (%s): decoded, the split takes %.1f GiB, more than a quarter of the free memory; "
+                     "caching it in memory-mapped files under %s (data.cache_dir)", self.path.name,
+                     self.split, size / 2**30, cache_dir)
+        if cache_dir is not None and self.rows:  # (an empty split has nothing to map)
             directory = Path(cache_dir).expanduser() / self._cache_name()
         return DecodedCache(self._entry_keys(), shapes, dtypes, directory)
 
