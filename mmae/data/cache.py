@@ -2,10 +2,10 @@
 
 One `DecodedCache` holds one manifest split: per modality a tensor `[rows, *raw_shape]` and
 which rows hold a decoded value. It lives in memory when it fits (`fits_in_memory`), else in
-memory-mapped `.npy` files under `default_cache_dir()`, and whenever a `directory` is given
-(`data.cache_dir`) there, which DataLoader workers share and later runs reuse. Every entry is keyed by what it was decoded
-from (the cell, and for a file its path, size and modification time), so a changed file is
-decoded again and an unchanged one never is.
+memory-mapped `.npy` files under `default_cache_dir()` (under `data.cache_dir` whenever one is
+given), which DataLoader workers share and later runs reuse. Every entry is keyed by what it
+was decoded from (the cell, and for a file its path, size and modification time), so a
+changed file is decoded again and an unchanged one never is.
 """
 
 from __future__ import annotations
