@@ -66,10 +66,12 @@ class _ElementNoise:
     """Base of the element-wise corruptions: applied to the named modalities (all if None),
     to floating-point tensors only, leaving the inputs' presence unchanged. A modality with
     training-split statistics is corrupted in its standardised units, so `sigma` means the
-    same for pixels and log-mels and masking sets an element to its training mean."""
+    same for pixels and log-mels and masking sets an element to its training mean
+    (`standardised=False`: in the features' own units)."""
 
-    def __init__(self, modalities: Sequence[str] | None = None):
+    def __init__(self, modalities: Sequence[str] | None = None, standardised: bool = True):
         self.modalities = None if modalities is None else list(modalities)
+        self.standardised = standardised
 
     def _applies(self, name: str, x: Tensor) -> bool:
         return torch.is_floating_point(x) and (self.modalities is None or name in self.modalities)
@@ -86,7 +88,7 @@ class _ElementNoise:
                 noisy[name] = x
                 continue
             modality = modalities.get(name) if modalities else None
-            statistics = modality.feature_statistics() if modality is not None else None
+            statistics = modality.feature_statistics() if modality is not None and self.standardised else None
             if statistics is None:
                 corrupted = self.corrupt(x, generator)
             else:
@@ -105,8 +107,9 @@ def _uniform(x: Tensor, generator: torch.Generator | None) -> Tensor:
 class GaussianNoise(_ElementNoise):
     """Additive isotropic Gaussian noise `x + sigma * eps`."""
 
-    def __init__(self, sigma: float = 0.1, modalities: Sequence[str] | None = None):
-        super().__init__(modalities)
+    def __init__(self, sigma: float = 0.1, modalities: Sequence[str] | None = None,
+                 standardised: bool = True):
+        super().__init__(modalities, standardised)
         if sigma < 0:
             raise ConfigError(f"GaussianNoise: sigma must be >= 0, got {sigma}")
         self.sigma = sigma

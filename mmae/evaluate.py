@@ -164,12 +164,13 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
 @torch.no_grad()
 def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: float, seed: int = 0):
     """Per batch: `(clean, noisy, cleaned, present, ids)`, features of every modality, where
-    `noisy` adds Gaussian noise of `sigma` (as in training; 0: the data as it is) and
-    `cleaned` is `mmae.denoise` of it."""
+    `noisy` adds Gaussian noise of `sigma` in the features' own units (pixels, log-mel; 0: the
+    data as it is), so the figures read the same whatever the model, and `cleaned` is
+    `mmae.denoise` of it."""
     from mmae.applications import denoise
     from mmae.corruption import GaussianNoise
 
-    noise, generator = GaussianNoise(sigma), torch.Generator().manual_seed(seed)
+    noise, generator = GaussianNoise(sigma, standardised=False), torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     for batch in batches:
         if batch is None:
@@ -184,7 +185,7 @@ def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
 def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
                      seed: int = 0) -> dict[str, dict[str, float]]:
     """Per continuous modality: the mean squared error to the clean features of the inputs
-    with Gaussian noise (`sigma`, on features, as in training) and of their denoised version."""
+    with Gaussian noise (`sigma`, in the features' units) and of their denoised version."""
     sums: dict[str, list[float]] = {}
     for clean, noisy, cleaned, present, _ in denoised_batches(model, batches, sigma, seed):
         for name, x in clean.items():
