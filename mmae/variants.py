@@ -11,7 +11,7 @@ VARIANTS: dict[str, list[str]] = {
     "denoising: masking": ["corruption=masking"],
     "denoising: salt & pepper": ["corruption=salt_pepper"],
     "sparse: L1": ["objective=sparse_l1"],
-    "sparse: KL (sigmoid code)": ["objective=sparse_kl"],
+    "sparse: KL (sigmoid code)": ["objective=sparse_kl", "corruption=modality_dropout"],
     "contractive": ["objective=contractive"],
     "AE, concat fusion": ["fusion=concat"],
     "AE, attention fusion": ["fusion=attention"],

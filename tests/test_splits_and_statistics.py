@@ -15,6 +15,7 @@ from manifest_factory import PAIRED_SECONDS as SECONDS
 from manifest_factory import write_paired_manifest as _write
 
 import mmae
+from mmae import MultimodalAutoencoder
 from mmae.config import build
 from mmae.data.manifest import ManifestDataModule, ManifestDataset
 from mmae.errors import DataError, TrainingError
@@ -151,3 +152,32 @@ def test_reconstruction_weights_override_as_the_config_comment_says(compose_cfg)
     assert dict(cfg.objective.terms.reconstruction.weights) == {"vector": 0.5}
     objective = build(cfg.objective)
     assert objective.terms["reconstruction"].weights == {"vector": 0.5}
+
+
+def test_each_modality_chooses_its_decoder_likelihood():
+    from mmae.likelihoods import Bernoulli, Gaussian
+
+    modalities = {"image": ImageModality(size=8, likelihood="bernoulli"),
+                  "vector": VectorModality(dim=3, mean=[0.0, 1.0, 2.0], std=[1.0, 2.0, 4.0],
+                                           likelihood="gaussian_feature")}
+    model = MultimodalAutoencoder(modalities, MeanFusion, latent_dim=4)
+    likelihoods = model.decoder.likelihoods
+    assert isinstance(likelihoods["image"], Bernoulli) and isinstance(likelihoods["vector"], Gaussian)
+    assert likelihoods["vector"].log_scale.shape == (3,)  # one learned scale per element
+    out = model({"image": torch.rand(5, 1, 8, 8), "vector": torch.randn(5, 3)})
+    assert out.reconstructions["image"].min() > 0 and out.reconstructions["image"].max() < 1
+    with pytest.raises(mmae.ConfigError, match=r"likelihood must be one of .*'laplace'"):
+        VectorModality(dim=3, likelihood="poisson")
+
+
+def test_the_parameter_table_counts_every_part():
+    from mmae.train import format_parameters
+
+    model = MultimodalAutoencoder(_modalities(), MeanFusion, latent_dim=4)
+    table = format_parameters(model).splitlines()
+    assert table[0].split() == ["part", "encoder", "decoder"]
+    rows = {line.split()[0]: [int(v.replace(",", "")) for v in line.split()[-2:]] for line in table[1:]}
+    assert set(rows) == {"image", "audio", "vector", "fusion", "total"}
+    assert rows["total"] == [sum(p.numel() for p in model.encoder.parameters()),
+                             sum(p.numel() for p in model.decoder.parameters())]
+    assert sum(r[0] for n, r in rows.items() if n != "total") == rows["total"][0]
