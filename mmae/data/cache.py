@@ -139,6 +139,11 @@ class DecodedCache:
             self.values[name][row] = tensor
             self.stored[name][row] = self.keys[name][row]
 
+    def put_rows(self, name: str, rows: Sequence[int], values: Tensor) -> None:
+        """Store one modality's decoded values of several rows at once."""
+        self.values[name][torch.as_tensor(rows)] = values
+        self.stored[name][np.asarray(rows)] = self.keys[name][np.asarray(rows)]
+
     def get(self, name: str, row: int) -> Tensor:
         return self.values[name][row]
 

@@ -464,20 +464,30 @@ class ManifestDataset(Dataset):
         if not missing:
             return
         start = time.perf_counter()
-        loader = DataLoader(_Decoding(self, missing), batch_size=32, num_workers=num_workers,
-                            collate_fn=list)
-        for decoded in loader:
-            for index, tensors in decoded:
-                if isinstance(tensors, DataError):
-                    if self.on_error == "raise":
-                        raise tensors
-                    self.cache.failed[index] = True
-                else:
-                    self.cache.put(index, tensors)
+        loader = DataLoader(_Decoding(self, missing), batch_size=64, num_workers=num_workers,
+                            collate_fn=_stack_decoded)
+        for stacked, failures in loader:
+            for index, error in failures:
+                if self.on_error == "raise":
+                    raise error
+                self.cache.failed[index] = True
+            for name, (rows, values) in stacked.items():
+                self.cache.put_rows(name, rows, values)
         self.cache.flush()
         where = "memory" if self.cache.in_memory else f"memory-mapped files in {self.cache.directory}"
         log.info("%s (%s): decoded %d of %d rows in %.1f s, cached in %s", self.path.name, self.split,
                  len(missing), len(self.rows), time.perf_counter() - start, where)
+
+
+def _stack_decoded(items: list[tuple[int, dict | DataError]]):
+    """A batch of decoded rows as one tensor per modality (with the rows it holds) and the
+    failures: a worker hands over two tensors instead of one per sample and modality."""
+    done = [(index, tensors) for index, tensors in items if not isinstance(tensors, DataError)]
+    stacked = {}
+    for name in {n for _, tensors in done for n in tensors}:
+        rows = [index for index, tensors in done if name in tensors]
+        stacked[name] = (rows, torch.stack([tensors[name] for _, tensors in done if name in tensors]))
+    return stacked, [(index, error) for index, error in items if isinstance(error, DataError)]
 
 
 class _Decoding(Dataset):
