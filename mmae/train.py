@@ -192,7 +192,7 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
 
 
 def format_parameters(model: MultimodalAutoencoder) -> str:
-    """Trainable and fixed parameters per part: what each modality costs."""
+    """Parameters (trainable or frozen) per part: what each modality costs."""
     rows = parameter_counts(model)
     width = max(len(name) for name in rows)
     lines = [f"{'part':<{width}}{'encoder':>12}{'decoder':>12}"]
