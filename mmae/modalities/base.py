@@ -27,8 +27,8 @@ class Standardize(nn.Module):
 
     def __init__(self, mean: Tensor, std: Tensor):
         super().__init__()
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("std", std.float())
+        self.register_buffer("mean", mean.float().clone())  # (never aliasing the modality's own)
+        self.register_buffer("std", std.float().clone())
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -109,15 +109,19 @@ class Modality(ABC):
             raise ConfigError(f"{owner}: mean and std must be finite with std > 0, got mean={mean[:8]}, "
                               f"std={std[:8]}")
         self.mean, self.std = mean, std
+        self._statistics = None  # tensors of feature_statistics(), built on first use
         self.normalize = True
 
     def feature_statistics(self) -> tuple[Tensor, Tensor] | None:
-        """`(mean, std)` shaped to broadcast over a sample's features, or None."""
+        """`(mean, std)` shaped to broadcast over a sample's features, or None; built once,
+        since element noise asks for them at every training step."""
         if self.statistics_axis is None or self.mean is None:
             return None
-        shape = [1] * len(self.shape)
-        shape[self.statistics_axis] = -1
-        return torch.tensor(self.mean).view(shape), torch.tensor(self.std).view(shape)
+        if getattr(self, "_statistics", None) is None:
+            shape = [1] * len(self.shape)
+            shape[self.statistics_axis] = -1
+            self._statistics = (torch.tensor(self.mean).view(shape), torch.tensor(self.std).view(shape))
+        return self._statistics
 
     def build_standardizer(self) -> nn.Module | None:
         """The encoder's input standardisation (features -> standardised), or None."""
