@@ -1,80 +1,8 @@
-"""`mmae-features`: frozen features of a dataset from an exported encoder.
+"""`python -m mmae.features` == `mmae-features`: the command lives in `mmae.cli.features`."""
 
-    mmae-features encoder=DIR output=features.npz [split=test] ['modalities=[image]']
-                  [data=manifest data.path=FILE]
+from mmae.cli.features import main
 
-Writes `.npz` (arrays `features`, `ids`, `labels`), `.npy` (features only) or `.parquet`
-(columns `id`, `label`, `f0`...`fN`), atomically. `modalities` restricts the encoder's input
-to a subset (default: all it was trained on); samples with none of them are left out.
-"""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from mmae.config import build, compose_config
-from mmae.data.batch import SPLITS
-from mmae.errors import ConfigError, MMAEError
-from mmae.evaluate import Features, encode_batches
-from mmae.export import load_encoder
-from mmae.io import write_atomic
-
-FORMATS = (".npz", ".npy", ".parquet")
-
-
-def save_features(features: Features, path: str | Path) -> Path:
-    """Write features in the format named by the file's extension."""
-    path = Path(path)
-    codes, ids, labels = (t.cpu().numpy() for t in (features.codes, features.ids, features.labels))
-    if path.suffix == ".npz":
-        def write(tmp: Path) -> None:
-            with tmp.open("wb") as handle:
-                np.savez(handle, features=codes, ids=ids, labels=labels)
-    elif path.suffix == ".npy":
-        def write(tmp: Path) -> None:
-            with tmp.open("wb") as handle:
-                np.save(handle, codes)
-    elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        columns = {"id": ids, "label": labels, **{f"f{j}": codes[:, j] for j in range(codes.shape[1])}}
-
-        def write(tmp: Path) -> None:
-            pq.write_table(pa.table(columns), tmp)
-    else:
-        raise ConfigError(f"output must end with one of {FORMATS}, got '{path.name}'")
-    return write_atomic(path, write)
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        cfg = compose_config("features", sys.argv[1:] if argv is None else argv)
-        if not cfg.encoder or not cfg.output:
-            raise ConfigError("give encoder=DIR (an mmae export) and output=FILE (.npz, .npy, .parquet)")
-        if cfg.split not in SPLITS:
-            raise ConfigError(f"split must be one of {SPLITS}, got '{cfg.split}'")
-        if Path(cfg.output).suffix not in FORMATS:
-            raise ConfigError(f"output must end with one of {FORMATS}, got '{cfg.output}'")
-        encoder = load_encoder(cfg.encoder)
-        names = list(cfg.modalities) if cfg.modalities else list(encoder.modalities)
-        unknown = [n for n in names if n not in encoder.modalities]
-        if unknown:
-            raise ConfigError(f"modalities {unknown} are not in the encoder; "
-                              f"it has {list(encoder.modalities)}")
-        datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
-        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
-                  "test": datamodule.test_dataloader}[cfg.split]()
-        features = encode_batches(encoder, loader, names, progress=True)
-        path = save_features(features, cfg.output)
-    except MMAEError as error:
-        sys.exit(f"mmae-features: {error}")
-    print(f"mmae-features: {features.codes.shape[0]} x {features.codes.shape[1]} features of "
-          f"{'+'.join(names)} ({cfg.split}) in {path}")
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     main()

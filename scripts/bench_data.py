@@ -25,8 +25,8 @@ import soundfile
 import torch
 from PIL import Image
 
-from mmae.data.manifest import ManifestDataModule
 from mmae.modalities import AudioModality, ImageModality
+from mmae.training.datamodule import ManifestDataModule
 
 SIZE, RATE, DURATION = 32, 8000, 0.5
 

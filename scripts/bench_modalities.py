@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from mmae.fusion import (
+from mmae.core.fusion import (
     AttentionFusion,
     ConcatFusion,
     MeanFusion,
@@ -24,9 +24,9 @@ from mmae.fusion import (
     MoPoEFusion,
     PoEFusion,
 )
+from mmae.core.model import MultimodalAutoencoder
+from mmae.core.objectives import KLDivergence, Objective, ReconstructionLoss, Step
 from mmae.modalities import VectorModality
-from mmae.model import MultimodalAutoencoder
-from mmae.objectives import KLDivergence, Objective, ReconstructionLoss, Step
 
 COUNTS = (2, 4, 8)
 FUSIONS = {"mean": MeanFusion, "concat": ConcatFusion, "attention": AttentionFusion,

@@ -296,9 +296,9 @@ def plain_loop_seconds(run: Run) -> float:
     (decoding and statistics fitting are not timed)."""
     from torch.utils.data import default_collate
 
+    from mmae.cli.train import build_module
     from mmae.config import compose_config
-    from mmae.objectives import Step
-    from mmae.train import build_module
+    from mmae.core.objectives import Step
 
     cfg = compose_config("train", run.args)
     torch.manual_seed(cfg.seed)

@@ -18,10 +18,10 @@ import time
 
 from hydra import compose, initialize_config_dir
 
+from mmae.analysis.evaluate import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
+from mmae.cli.train import build_module, train
 from mmae.config import CONFIG_DIR
-from mmae.evaluate import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
-from mmae.train import build_module, train
-from mmae.variants import VARIANTS
+from mmae.config.variants import VARIANTS
 
 QUIET = ["logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmae.objectives import LossTerm, Step, TermValue
+from mmae.core.objectives import LossTerm, Step, TermValue
 
 
 class NonFiniteAt(LossTerm):

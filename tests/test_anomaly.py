@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mmae.anomaly import (
+from mmae.analysis.anomaly import (
     COMBINED,
     AnomalyScorer,
     SampleErrors,
@@ -16,10 +16,10 @@ from mmae.anomaly import (
     detection_summary,
     sample_errors,
 )
+from mmae.core.errors import DataError
+from mmae.core.fusion import MeanFusion
+from mmae.core.model import MultimodalAutoencoder
 from mmae.data.synthetic import SyntheticMultimodal
-from mmae.errors import DataError
-from mmae.fusion import MeanFusion
-from mmae.model import MultimodalAutoencoder
 
 
 def test_auroc_counts_the_ordered_pairs_and_halves_ties():
@@ -144,8 +144,8 @@ def test_val_and_test_anomalies_differ_and_come_from_their_own_split(small_modal
 
 
 def test_evaluate_anomalies_threshold_from_labels_or_a_quantile(small_modalities):
-    from mmae.anomaly import evaluate_anomalies
-    from mmae.data.datamodule import MultimodalDataModule
+    from mmae.analysis.anomaly import evaluate_anomalies
+    from mmae.training.datamodule import MultimodalDataModule
 
     model = MultimodalAutoencoder(small_modalities, fusion=MeanFusion, latent_dim=4)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import mmae
-from mmae.errors import ConfigError, InputError
-from mmae.fusion import MeanFusion, PoEFusion
+from mmae.core.errors import ConfigError, InputError
+from mmae.core.fusion import MeanFusion, PoEFusion
 from mmae.modalities import TabularModality, TextModality, VectorModality
 
 TEXT = {"model_config": {"model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1,
@@ -82,7 +82,7 @@ def test_denoising_errors_measure_the_noise_on_the_elements_it_changes(model, tm
     indices are never noised, and must not dilute the figure)."""
     import numpy as np
 
-    from mmae.evaluate import denoising_errors, save_denoised
+    from mmae.analysis.evaluate import denoising_errors, save_denoised
 
     torch.manual_seed(0)
     batches = []

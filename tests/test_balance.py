@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from mmae.core.fusion import MeanFusion
+from mmae.core.model import MultimodalAutoencoder
+from mmae.core.objectives import ReconstructionLoss, Step
 from mmae.data.statistics import fit_feature_statistics
-from mmae.fusion import MeanFusion
 from mmae.modalities import VectorModality
-from mmae.model import MultimodalAutoencoder
-from mmae.objectives import ReconstructionLoss, Step
 
 
 def _views(samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

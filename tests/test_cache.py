@@ -13,9 +13,9 @@ from manifest_factory import PAIRED_SECONDS as SECONDS
 from manifest_factory import write_paired_manifest as _write
 from PIL import Image
 
-from mmae.data.manifest import ManifestDataModule
-from mmae.errors import DataError
+from mmae.core.errors import DataError
 from mmae.modalities import AudioModality, ImageModality
+from mmae.training.datamodule import ManifestDataModule
 
 
 @pytest.fixture

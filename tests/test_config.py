@@ -7,16 +7,16 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from mmae.config import CONFIG_DIR, build_modalities, check_group_overrides, group_options
-from mmae.errors import ConfigError
-from mmae.fusion import ConcatFusion, MeanFusion
-from mmae.model import MultimodalAutoencoder
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import ConcatFusion, MeanFusion
+from mmae.core.model import MultimodalAutoencoder
 
 
 def test_default_config_composes_with_the_documented_groups(compose_cfg):
     cfg = compose_cfg()
     assert list(cfg.modality) == ["image", "vector"]
-    assert cfg.fusion._target_ == "mmae.fusion.MeanFusion"
-    assert cfg.model._target_ == "mmae.model.MultimodalAutoencoder"
+    assert cfg.fusion._target_ == "mmae.core.fusion.MeanFusion"
+    assert cfg.model._target_ == "mmae.core.model.MultimodalAutoencoder"
     assert cfg.corruption.p == 0.3
     assert cfg.logger._target_.endswith("CSVLogger")
     assert cfg.trainer.accelerator == "cpu"

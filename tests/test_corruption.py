@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmae.corruption import (
+from mmae.core.corruption import (
     Compose,
     GaussianNoise,
     MaskingNoise,
@@ -9,7 +9,7 @@ from mmae.corruption import (
     NoCorruption,
     SaltAndPepper,
 )
-from mmae.errors import ConfigError
+from mmae.core.errors import ConfigError
 
 
 def _present(n: int, *columns: list[bool]) -> dict[str, torch.Tensor]:

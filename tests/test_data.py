@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from mmae.core.errors import ConfigError, InputError
+from mmae.core.modality import Modality
 from mmae.data import SyntheticMultimodal, split_batch
-from mmae.data.datamodule import MultimodalDataModule
 from mmae.data.synthetic import CLASS_WORDS
-from mmae.errors import ConfigError, InputError
 from mmae.modalities import AudioModality, ImageModality, TextModality, VectorModality
-from mmae.modalities.base import Modality
+from mmae.training.datamodule import MultimodalDataModule
 
 
 def _dataset(split="train", **kwargs):

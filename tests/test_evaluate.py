@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mmae import load_encoder
-from mmae.evaluate import encode_batches, linear_probe, pca
-from mmae.evaluate import main as eval_main
-from mmae.features import main as features_main
-from mmae.train import train
+from mmae.analysis.evaluate import encode_batches, linear_probe, pca
+from mmae.cli.evaluate import main as eval_main
+from mmae.cli.features import main as features_main
+from mmae.cli.train import train
 
 TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 
@@ -120,7 +120,7 @@ def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
 
 
 def test_probe_needs_two_training_samples():
-    from mmae.errors import DataError
+    from mmae.core.errors import DataError
 
     with pytest.raises(DataError, match="at least 2 labelled training samples"):
         linear_probe(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.zeros(3, 2),

@@ -11,12 +11,13 @@ import torch
 from safetensors import safe_open
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.errors import InputError
-from mmae.export import ExportError, export_encoder, load_checkpoint_model
-from mmae.export import main as export_main
-from mmae.fusion import AttentionFusion, ConcatFusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
+from mmae.artifacts.export import ExportError, export_encoder, load_checkpoint_model
+from mmae.cli.export import main as export_main
+from mmae.cli.train import train
+from mmae.core.errors import InputError
+from mmae.core.fusion import AttentionFusion, MeanFusion, MoPoEFusion, PoEFusion
+from mmae.core.registry import FUSIONS, MODALITIES
 from mmae.modalities import AudioModality, ImageModality, TabularModality, TextModality, VectorModality
-from mmae.train import train
 
 TEXT = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 64}
@@ -37,9 +38,15 @@ def _raw_batch(n: int = 3):
             "text": torch.randint(2, 90, (n, 6)), "tabular": torch.tensor([[0.5, 1.0]] * n)}
 
 
-VARIANTS = [(False, MeanFusion), (False, ConcatFusion), (False, AttentionFusion), (True, MeanFusion),
-            (True, PoEFusion), (True, MoEFusion), (True, MoPoEFusion)]
+#: Every registered fusion: the deterministic ones under an AE, and a VAE with mean fusion and
+#: with each expert fusion.
+VARIANTS = ([(False, FUSIONS[n]) for n in FUSIONS if not FUSIONS[n].variational] + [(True, MeanFusion)]
+            + [(True, FUSIONS[n]) for n in FUSIONS if FUSIONS[n].variational])
 NAMES = ["image", "vector", "audio", "text", "tabular"]
+
+
+def test_the_round_trips_below_cover_every_registered_modality():
+    assert set(_modalities()) == set(NAMES) == set(MODALITIES.names())
 SUBSETS = [set(s) for r in range(1, 6) for s in combinations(NAMES, r)]
 
 
@@ -68,8 +75,8 @@ def test_export_holds_no_decoder_and_describes_itself(tmp_path):
     assert keys == set(model.encoder.state_dict())
     assert not any("decoder" in k or k.startswith("heads") for k in keys)
     config = json.loads((folder / "config.json").read_text())
-    assert config["mmae_version"] == "0.2.0" and len(config["weights_sha256"]) == 64
-    assert config["encoder"]["latent_dim"] == 4 and config["fusion"]["class"] == "mmae.fusion.PoEFusion"
+    assert config["mmae_version"] == "0.3.0" and len(config["weights_sha256"]) == 64
+    assert config["encoder"]["latent_dim"] == 4 and config["fusion"]["class"] == "poe"
     assert config["modalities"]["tabular"]["config"]["mean"] == [1.0]
     assert config["modalities"]["image"]["config"]["std"] == [0.25]
 
@@ -138,19 +145,46 @@ def _edit_config(folder, change):
 
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["fusion"].update({"class": "os.system"}),
-     r"fusion class 'os.system' is not an mmae class; allowed: \['mmae.fusion.AttentionFusion'"),
+     r"fusion: fusion class 'os.system' is not one of mmae's \(mean, concat, attention, poe, moe, mopoe\).*"
+     r"trust_code=True"),
     (lambda c: c["modalities"]["vector"].update({"class": "subprocess.Popen"}),
-     r"modality 'vector' class 'subprocess.Popen' is not an mmae class"),
+     r"modality 'vector': modality class 'subprocess.Popen' is not one of mmae's .*trust_code=True"),
     (lambda c: c.update({"mmae_version": "7.0.0"}),
-     r"exported by mmae 7.0.0; this is mmae 0.2.0: major versions differ \(expected 0.x\)"),
+     r"exported by mmae 7.0.0; this is mmae 0.3.0: major versions differ \(expected 0.x\)"),
     (lambda c: c.update({"weights_sha256": "0" * 64}), r"SHA-256 .* does not match config.json's 0000"),
     (lambda c: c.update({"mmae_version": "0.1.0", "format_version": 1}),
-     r"export format 1 \(mmae 0.1.0\), expected 2: its networks are not the ones this mmae builds"),
+     r"export format 1 \(mmae 0.1.0\), expected one of \(2, 3\): its networks are not the ones this mmae "
+     r"builds"),
 ])
 def test_tampered_or_foreign_configs_are_refused(export_dir, change, message):
     _edit_config(export_dir, change)
     with pytest.raises(ExportError, match=message):
         load_encoder(export_dir)
+
+
+def test_trusted_code_must_still_name_a_component_class(export_dir):
+    _edit_config(export_dir, lambda c: c["fusion"].update({"class": "os:system"}))
+    with pytest.raises(ExportError, match=r"fusion: 'os:system' is not a Fusion subclass"):
+        load_encoder(export_dir, trust_code=True)
+    _edit_config(export_dir, lambda c: c["fusion"].update({"class": "no_such_module_here:Fusion"}))
+    with pytest.raises(ExportError, match=r"cannot import fusion class 'no_such_module_here:Fusion'"):
+        load_encoder(export_dir, trust_code=True)
+
+
+def test_format_2_exports_naming_mmae_module_paths_still_load(export_dir):
+    """mmae 0.2 named classes by module path (`mmae.fusion.PoEFusion`); the networks are the
+    same, so those exports load as they are."""
+    expected = load_encoder(export_dir)
+    def as_format_2(config):
+        config["format_version"] = 2
+        config["fusion"]["class"] = f"mmae.fusion.{type(expected.encoder.fusion).__name__}"
+        for entry, modality in zip(config["modalities"].values(), expected.modalities.values(), strict=True):
+            entry["class"] = f"mmae.modalities.{type(modality).__name__}"
+    _edit_config(export_dir, as_format_2)
+    loaded = load_encoder(export_dir)
+    assert type(loaded.encoder.fusion) is type(expected.encoder.fusion)
+    for key, value in expected.encoder.state_dict().items():
+        assert torch.equal(loaded.encoder.state_dict()[key], value)
 
 
 def test_missing_and_truncated_weights_are_reported(export_dir):
@@ -205,7 +239,7 @@ def test_training_exports_the_best_model_and_the_cli_reexports_a_checkpoint(comp
 def test_onnx_export_matches_pytorch_for_every_modality_kind(tmp_path, variational, fusion):
     import onnxruntime
 
-    from mmae.export import export_onnx
+    from mmae.artifacts.onnx import export_onnx
 
     model = MultimodalAutoencoder(_modalities(), fusion, latent_dim=4, embed_dim=16, decoder_hidden=16,
                                   variational=variational).eval()
@@ -225,7 +259,7 @@ def test_export_cli_writes_an_onnx_graph_with_its_parity(tmp_path, capsys):
     model = MultimodalAutoencoder({"vector": VectorModality(dim=3)}, MeanFusion, latent_dim=2, embed_dim=8)
     checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
     checkpoint.parent.mkdir(parents=True)
-    from mmae.export import describe
+    from mmae.artifacts.export import describe
 
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"mmae_model": describe(model), "state_dict": state}, checkpoint)

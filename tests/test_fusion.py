@@ -3,23 +3,25 @@ from itertools import combinations
 import pytest
 import torch
 
-from mmae.errors import ConfigError
-from mmae.fusion import ConcatFusion, MeanFusion
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import ConcatFusion, MeanFusion
+from mmae.core.registry import FUSIONS as REGISTERED
 
 NAMES = ["a", "b", "c"]
 SUBSETS = [set(s) for r in range(1, 4) for s in combinations(NAMES, r)]
-FUSIONS = [MeanFusion, ConcatFusion]
+#: Every deterministic fusion mmae registers (the expert fusions: tests/test_variational.py).
+FUSIONS = [REGISTERED[n] for n in REGISTERED if not REGISTERED[n].variational]
 
 
-def _embeddings(batch: int = 4) -> dict[str, torch.Tensor]:
-    return {n: torch.randn(batch, 6) for n in NAMES}
+def _embeddings(batch: int = 4, dim: int = 6) -> dict[str, torch.Tensor]:
+    return {n: torch.randn(batch, dim) for n in NAMES}
 
 
 @pytest.mark.parametrize("fusion_cls", FUSIONS)
 @pytest.mark.parametrize("subset", SUBSETS, ids=lambda s: "+".join(sorted(s)))
 def test_every_subset_fuses_and_missing_values_do_not_matter(fusion_cls, subset):
-    fusion = fusion_cls(NAMES, embed_dim=6, latent_dim=3)
-    embeddings = _embeddings()
+    fusion = fusion_cls(NAMES, embed_dim=8, latent_dim=3)  # (attention: 4 heads of 2)
+    embeddings = _embeddings(dim=8)
     # The subset given as the only keys ...
     only_subset = fusion({n: embeddings[n] for n in subset},
                          {n: torch.ones(4, dtype=torch.bool) for n in subset})
@@ -33,8 +35,8 @@ def test_every_subset_fuses_and_missing_values_do_not_matter(fusion_cls, subset)
 
 @pytest.mark.parametrize("fusion_cls", FUSIONS)
 def test_per_sample_subsets_match_single_sample_runs(fusion_cls):
-    fusion = fusion_cls(NAMES, embed_dim=6, latent_dim=3)
-    embeddings = _embeddings(batch=len(SUBSETS))
+    fusion = fusion_cls(NAMES, embed_dim=8, latent_dim=3)
+    embeddings = _embeddings(batch=len(SUBSETS), dim=8)
     present = {n: torch.tensor([n in s for s in SUBSETS]) for n in NAMES}
     fused = fusion(embeddings, present)
     for i, subset in enumerate(SUBSETS):

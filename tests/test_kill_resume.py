@@ -15,9 +15,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from mmae.checkpoint import load_checkpoint_file
+from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.cli.train import train
 from mmae.config import CONFIG_DIR
-from mmae.train import train
 
 TESTS = Path(__file__).parent
 RUN = ["experiment=tiny", "trainer.max_epochs=3", "logger=csv", "progress_bar=none",

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from mmae.errors import ConfigError, InputError
-from mmae.likelihoods import (
+from mmae.core.errors import ConfigError, InputError
+from mmae.core.likelihoods import (
     CB_TAYLOR_RADIUS,
     LIKELIHOODS,
     LOG_SCALE_BOUNDS,
@@ -132,7 +132,7 @@ def test_continuous_bernoulli_normaliser_at_and_near_one_half():
 
 def test_continuous_bernoulli_taylor_coefficients():
     # With the right coefficients up to d^6 the remainder is O(d^8): halving d divides it by 2^8.
-    import mmae.likelihoods as lk
+    import mmae.core.likelihoods as lk
 
     def remainder(d: float) -> float:
         lam = torch.tensor([0.5 + d], dtype=torch.float64)

@@ -5,11 +5,11 @@ import warnings
 import pytest
 import torch
 
-from mmae.corruption import Compose, GaussianNoise, ModalityDropout
-from mmae.fusion import MeanFusion
-from mmae.lit import AutoencoderModule
-from mmae.model import MultimodalAutoencoder
-from mmae.objectives import ContractivePenalty, LossTerm, Objective, ReconstructionLoss, TermValue
+from mmae.core.corruption import Compose, GaussianNoise, ModalityDropout
+from mmae.core.fusion import MeanFusion
+from mmae.core.model import MultimodalAutoencoder
+from mmae.core.objectives import ContractivePenalty, LossTerm, Objective, ReconstructionLoss, TermValue
+from mmae.training.module import AutoencoderModule
 
 # The steps run without a Trainer, so Lightning notes that self.log() has nowhere to go.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`:UserWarning")

@@ -11,10 +11,11 @@ import torch
 from manifest_factory import AUDIO, TEXT_CONFIG, build_manifest, manifest_overrides
 from PIL import Image
 
-from mmae.data.manifest import ManifestDataModule, ManifestDataset
-from mmae.errors import DataError
+from mmae.cli.train import train
+from mmae.core.errors import DataError
+from mmae.data.manifest import ManifestDataset
 from mmae.modalities import AudioModality, ImageModality, TabularModality, TextModality
-from mmae.train import train
+from mmae.training.datamodule import ManifestDataModule
 
 
 def _modalities(**image_options):

@@ -33,10 +33,11 @@ from hypothesis import strategies as st
 from manifest_factory import TEXT_CONFIG
 from PIL import Image
 
+from mmae.core.errors import ConfigError, DataError
 from mmae.data.batch import SPLITS
-from mmae.data.manifest import ManifestDataModule, ManifestDataset
-from mmae.errors import ConfigError, DataError
+from mmae.data.manifest import ManifestDataset
 from mmae.modalities import AudioModality, ImageModality, TabularModality, TextModality, VectorModality
+from mmae.training.datamodule import ManifestDataModule
 
 # --- the modalities under test, and the manifest columns they read ---------------------------
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mmae import media
-from mmae.errors import ConfigError
-from mmae.fusion import MeanFusion
-from mmae.latent_map import project_2d, save_png, scatter_image
+from mmae.analysis import media
+from mmae.analysis.latent_map import project_2d, save_png, scatter_image
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import MeanFusion
+from mmae.core.model import MultimodalAutoencoder
 from mmae.modalities import AudioModality, ImageModality, TextModality, VectorModality
-from mmae.model import MultimodalAutoencoder
 
 
 def test_image_preview_shows_pixels_clamped():

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from mmae import InputError, MultimodalAutoencoder
-from mmae.errors import ConfigError
-from mmae.fusion import ConcatFusion, MeanFusion
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import ConcatFusion, MeanFusion
+from mmae.core.objectives import Objective, ReconstructionLoss, Step
 from mmae.modalities import ImageModality
-from mmae.objectives import Objective, ReconstructionLoss, Step
 
 
 def _batch(n: int = 6):

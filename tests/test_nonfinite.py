@@ -11,11 +11,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mmae.checkpoint import load_checkpoint_file
-from mmae.errors import ConfigError, TrainingError
-from mmae.lit import AutoencoderModule
-from mmae.nonfinite import nonfinite_gradients, nonfinite_terms
-from mmae.train import build_module, train
+from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.cli.train import build_module, train
+from mmae.core.errors import ConfigError, TrainingError
+from mmae.training.module import AutoencoderModule
+from mmae.training.nonfinite import nonfinite_gradients, nonfinite_terms
 
 BATCHES_PER_EPOCH = 8  # experiment=tiny: 256 training samples in batches of 32
 

@@ -3,12 +3,11 @@ import math
 import pytest
 import torch
 
-from mmae.errors import ConfigError
-from mmae.fusion import MeanFusion
-from mmae.gaussian import Posterior
-from mmae.modalities import VectorModality
-from mmae.model import AutoencoderOutput, MultimodalAutoencoder
-from mmae.objectives import (
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import MeanFusion
+from mmae.core.gaussian import Posterior
+from mmae.core.model import AutoencoderOutput, MultimodalAutoencoder
+from mmae.core.objectives import (
     ContractivePenalty,
     KLDivergence,
     KLSparsity,
@@ -19,6 +18,7 @@ from mmae.objectives import (
     jacobian_frobenius_sq,
     masked_mean,
 )
+from mmae.modalities import VectorModality
 
 
 def test_masked_mean_closed_form():

@@ -20,19 +20,19 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.checkpoint import load_checkpoint_file
-from mmae.checkpoint_io import AtomicCheckpointIO
+from mmae.analysis.evaluate import Features
+from mmae.artifacts.atomic import write_text_atomic
+from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.artifacts.export import export_encoder, load_checkpoint_model
+from mmae.cli.evaluate import main as eval_main
+from mmae.cli.export import main as export_main
+from mmae.cli.features import save_features
+from mmae.cli.train import build_module, build_trainer, train
 from mmae.config import CONFIG_DIR
-from mmae.errors import ArtifactError, ConfigError, MMAEError
-from mmae.evaluate import Features
-from mmae.evaluate import main as eval_main
-from mmae.export import export_encoder, load_checkpoint_model
-from mmae.export import main as export_main
-from mmae.features import save_features
-from mmae.fusion import MeanFusion
-from mmae.io import write_text_atomic
+from mmae.core.errors import ArtifactError, ConfigError, MMAEError
+from mmae.core.fusion import MeanFusion
 from mmae.modalities import VectorModality
-from mmae.train import build_module, build_trainer, train
+from mmae.training.checkpoint_io import AtomicCheckpointIO
 
 TINY = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.max_epochs=1",
         "trainer.enable_model_summary=false", "+trainer.limit_train_batches=2",
@@ -318,7 +318,7 @@ def _set_config(folder, change):
 
 
 def _rehash(folder):
-    from mmae.export import sha256
+    from mmae.artifacts.export import sha256
 
     _set_config(folder, lambda c: c.update({"weights_sha256": sha256(folder / "model.safetensors")}))
 

@@ -5,9 +5,9 @@ import csv
 import pytest
 import torch
 
-from mmae import random_state
-from mmae.errors import ConfigError
-from mmae.train import train
+from mmae.cli.train import train
+from mmae.core.errors import ConfigError
+from mmae.training import random_state
 
 QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 

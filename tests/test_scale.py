@@ -13,9 +13,7 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mmae import load_encoder
-from mmae.config import check_group_overrides, is_rank_zero_process
-from mmae.errors import ConfigError
-from mmae.train import (
+from mmae.cli.train import (
     _build_all,
     _check_external_launch,
     _check_launcher,
@@ -23,6 +21,8 @@ from mmae.train import (
     build_trainer,
     train,
 )
+from mmae.config import check_group_overrides, is_rank_zero_process
+from mmae.core.errors import ConfigError
 
 QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 # Each tiny run: 256 training samples in batches of 32.

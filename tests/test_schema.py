@@ -1,4 +1,4 @@
-"""Config validation at composition time (mmae.schema): unknown keys, wrong types and
+"""Config validation at composition time (mmae.config.schema): unknown keys, wrong types and
 impossible combinations fail with the dotted key and the valid choices, before anything is
 built. Compose only: nothing here trains."""
 
@@ -11,13 +11,13 @@ import sys
 import pytest
 from omegaconf import open_dict
 
+from mmae.cli.evaluate import main as eval_main
+from mmae.cli.features import main as features_main
+from mmae.cli.train import train
 from mmae.config import check_group_overrides, compose_config, group_options
-from mmae.errors import ConfigError
-from mmae.evaluate import main as eval_main
-from mmae.features import main as features_main
-from mmae.schema import validate_config
-from mmae.train import train
-from mmae.variants import VARIANTS
+from mmae.config.schema import validate_config
+from mmae.config.variants import VARIANTS
+from mmae.core.errors import ConfigError
 
 MODEL_KEYS = "latent_dim, embed_dim, decoder_hidden, variational, latent_activation"
 
@@ -32,7 +32,7 @@ def _rejects(cfg, message: str, name: str = "train") -> None:
 def test_unknown_nested_key_added_with_plus_lists_the_valid_keys(compose_cfg):
     _rejects(compose_cfg("+model.latnt_dim=3"),
              re.escape("unknown key 'model.latnt_dim' (did you mean 'latent_dim'?); the valid keys "
-                       f"of mmae.model.MultimodalAutoencoder: {MODEL_KEYS}"))
+                       f"of mmae.core.model.MultimodalAutoencoder: {MODEL_KEYS}"))
 
 
 def test_override_of_a_key_that_does_not_exist_lists_the_valid_keys():
@@ -54,7 +54,7 @@ def test_top_level_typo_lists_the_top_level_keys(compose_cfg):
     ("+trainer.max_epoch=3", r"unknown key 'trainer\.max_epoch' \(did you mean 'max_epochs'\?\); the valid "
                              r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*on_nonfinite"),
     ("+corruption.noise.sigm=0.1",
-     r"unknown key 'corruption\.noise\.sigm'.* of mmae\.corruption\.GaussianNoise"),
+     r"unknown key 'corruption\.noise\.sigm'.* of mmae\.core\.corruption\.GaussianNoise"),
     ("+callbacks.model_checkpoint.monitr=val/loss", r"did you mean 'monitor'"),
     ("+objective.terms.reconstruction.weight={image: 2}", r"did you mean 'weights'"),
 ])
@@ -80,7 +80,7 @@ def test_a_bad_key_in_a_user_experiment_is_named(tmp_path):
         "# @package _global_\nmodel:\n  latnt_dim: 3\ntrainer:\n  max_epochs: 2\n")
     search = f"hydra.searchpath=[file://{tmp_path}]"
     with pytest.raises(ConfigError, match=re.escape("unknown key 'model.latnt_dim' (did you mean "
-                                                    "'latent_dim'?); the valid keys of mmae.model.")):
+                                                    "'latent_dim'?); the valid keys of mmae.core.model.")):
         compose_config("train", [search, "experiment=mine", f"paths.output_dir={tmp_path}"])
     # the experiment's name itself is found in the added directory (and offered when misspelt)
     check_group_overrides([search, "experiment=mine"])
@@ -92,7 +92,7 @@ def test_an_experiment_for_another_data_config_is_caught(compose_cfg):
     # experiment=tiny sets data.dataset.num_samples, which the manifest datamodule does not take
     _rejects(compose_cfg("data=manifest", "data.path=x.csv", "experiment=tiny"),
              r"unknown key 'data\.dataset'; the valid keys of "
-             r"mmae\.data\.manifest\.ManifestDataModule: path,")
+             r"mmae\.training\.datamodule\.ManifestDataModule: path,")
 
 
 def test_a_bad_key_set_after_composition(compose_cfg):
@@ -103,8 +103,8 @@ def test_a_bad_key_set_after_composition(compose_cfg):
 
 
 def test_a_target_that_does_not_import_or_misses_an_argument(compose_cfg):
-    _rejects(compose_cfg("model._target_=mmae.model.MultimodalAutoencodr"),
-             r"model\._target_: cannot import 'mmae\.model\.MultimodalAutoencodr'")
+    _rejects(compose_cfg("model._target_=mmae.core.model.MultimodalAutoencodr"),
+             r"model\._target_: cannot import 'mmae\.core\.model\.MultimodalAutoencodr'")
     _rejects(compose_cfg("+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping"),
              r"callbacks\.stop: pytorch_lightning\.callbacks\.EarlyStopping needs monitor; "
              r"set callbacks\.stop\.monitor=\.\.\.")
@@ -269,6 +269,6 @@ def test_cli_exits_with_the_message_and_no_traceback(tmp_path):
                              f"paths.output_dir={out}"], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert ("mmae-train: unknown key 'model.latnt_dim' (did you mean 'latent_dim'?); the valid keys of "
-            f"mmae.model.MultimodalAutoencoder: {MODEL_KEYS}") in result.stderr
+            f"mmae.core.model.MultimodalAutoencoder: {MODEL_KEYS}") in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()  # refused before Hydra made the run directory

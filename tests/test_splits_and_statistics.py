@@ -16,13 +16,14 @@ from manifest_factory import write_paired_manifest as _write
 
 import mmae
 from mmae import MultimodalAutoencoder
+from mmae.artifacts.export import export_encoder
+from mmae.cli.train import train
 from mmae.config import build
-from mmae.data.manifest import ManifestDataModule, ManifestDataset
-from mmae.errors import DataError, TrainingError
-from mmae.export import export_encoder
-from mmae.fusion import MeanFusion
+from mmae.core.errors import DataError, TrainingError
+from mmae.core.fusion import MeanFusion
+from mmae.data.manifest import ManifestDataset
 from mmae.modalities import AudioModality, ImageModality, VectorModality
-from mmae.train import train
+from mmae.training.datamodule import ManifestDataModule
 
 
 def _modalities():
@@ -139,7 +140,7 @@ def test_a_failing_report_keeps_the_checkpoints_and_encoder(tmp_path, compose_cf
     def broken(*args, **kwargs):
         raise IndexError("list index out of range")
 
-    monkeypatch.setattr("mmae.train._report", broken)
+    monkeypatch.setattr("mmae.cli.train._report", broken)
     with pytest.raises(TrainingError, match=r"training finished and its work is saved \(.*checkpoints and "
                                             r".*encoder\), but the final report failed: IndexError"):
         train(compose_cfg(*_tiny(path)))
@@ -155,7 +156,7 @@ def test_reconstruction_weights_override_as_the_config_comment_says(compose_cfg)
 
 
 def test_each_modality_chooses_its_decoder_likelihood():
-    from mmae.likelihoods import Bernoulli, Gaussian
+    from mmae.core.likelihoods import Bernoulli, Gaussian
 
     modalities = {"image": ImageModality(size=8, likelihood="bernoulli"),
                   "vector": VectorModality(dim=3, mean=[0.0, 1.0, 2.0], std=[1.0, 2.0, 4.0],
@@ -171,7 +172,7 @@ def test_each_modality_chooses_its_decoder_likelihood():
 
 
 def test_the_parameter_table_counts_every_part():
-    from mmae.train import format_parameters
+    from mmae.cli.train import format_parameters
 
     model = MultimodalAutoencoder(_modalities(), MeanFusion, latent_dim=4)
     table = format_parameters(model).splitlines()

@@ -5,11 +5,11 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
+from mmae.cli.train import train
+from mmae.core.errors import ConfigError
 from mmae.data.synthetic import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS
-from mmae.errors import ConfigError
 from mmae.modalities import AudioModality, TextModality
 from mmae.modalities.text import CharTokenizer
-from mmae.train import train
 
 TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 

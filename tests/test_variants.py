@@ -2,9 +2,9 @@
 
 import pytest
 
-from mmae.errors import ConfigError
-from mmae.train import train
-from mmae.variants import VARIANTS
+from mmae.cli.train import train
+from mmae.config.variants import VARIANTS
+from mmae.core.errors import ConfigError
 
 QUIET = ["experiment=small", "logger=none", "progress_bar=none",
          "trainer.enable_model_summary=false"]
@@ -36,7 +36,7 @@ def test_overcomplete_and_incompatible_choices_fail_or_compose(compose_cfg):
     (["objective=sparse_kl", "model.latent_activation=tanh"], r"set model\.latent_activation=sigmoid"),
     (["model=vae", "objective=sparse_kl"], "model=vae has a Gaussian code"),
     (["objective=contractive", "objective.terms.contractive.method=hutch"], "method must be one of"),
-    (["+objective.terms.kl._target_=mmae.objectives.KLDivergence"], "needs a variational model"),
+    (["+objective.terms.kl._target_=mmae.core.objectives.KLDivergence"], "needs a variational model"),
 ])
 def test_incompatible_choices_fail_before_training(compose_cfg, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -8,9 +8,10 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from mmae import MultimodalAutoencoder
-from mmae.errors import ConfigError
-from mmae.fusion import AttentionFusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
-from mmae.gaussian import Posterior, kl_to_standard_normal, product_of_experts
+from mmae.core.errors import ConfigError
+from mmae.core.fusion import AttentionFusion, MeanFusion, MoEFusion, MoPoEFusion, PoEFusion
+from mmae.core.gaussian import Posterior, kl_to_standard_normal, product_of_experts
+from mmae.core.registry import FUSIONS
 
 NAMES = ["a", "b", "c"]
 
@@ -102,7 +103,7 @@ def test_mopoe_evaluation_is_the_product_of_all_present_experts():
     torch.testing.assert_close(PoEFusion.forward(fusion, embeddings, present).mu, expected[0])
 
 
-@pytest.mark.parametrize("fusion_cls", [PoEFusion, MoEFusion, MoPoEFusion, AttentionFusion])
+@pytest.mark.parametrize("fusion_cls", [FUSIONS[n] for n in FUSIONS], ids=list(FUSIONS))
 @pytest.mark.parametrize("subset", [set(s) for r in (1, 2, 3) for s in combinations(NAMES, r)],
                          ids=lambda s: "+".join(sorted(s)))
 def test_missing_modalities_do_not_influence_any_fusion(fusion_cls, subset):

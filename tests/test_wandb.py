@@ -21,12 +21,12 @@ from pytorch_lightning.trainer.states import TrainerFn
 from wandb_records import read_offline_run, read_run
 
 import mmae.config  # noqa: F401 - registers the mmae.wandb_offline resolver
-from mmae import media
-from mmae.callbacks import ReconstructionMedia
+from mmae.analysis import media
+from mmae.cli.train import train
 from mmae.data.synthetic import CLASS_WORDS
-from mmae.lit import AutoencoderModule
-from mmae.tracking import log_encoder_artifact, wandb_offline_default
-from mmae.train import train
+from mmae.training.callbacks import ReconstructionMedia
+from mmae.training.module import AutoencoderModule
+from mmae.training.tracking import log_encoder_artifact, wandb_offline_default
 
 AUDIO = ["modality.audio.sample_rate=4000", "modality.audio.duration=0.25", "modality.audio.n_fft=128",
          "modality.audio.hop_length=32", "modality.audio.n_mels=16", "modality.audio.hidden_channels=[8]"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mmae.errors import InputError
+from mmae.core.errors import InputError
 
 #: The dataset splits every datamodule provides.
 SPLITS = ("train", "val", "test")
@@ -31,3 +32,13 @@ def split_batch(batch: Mapping, modalities: Iterable[str]) -> tuple[dict[str, Te
         given = sorted(k for k in batch if k != "present")
         raise InputError(f"batch lacks modalities {missing}; it has keys {given}")
     return {m: batch[m] for m in modalities}, {m: present[m] for m in modalities}
+
+
+def features_of(encoder: Any, batch: Mapping,
+                modalities: Iterable[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A collated batch's features and presence masks, on the encoder's device: the raw inputs
+    of `modalities` (default: all of `encoder.modalities`) through `encoder.preprocess`, the
+    one way from a batch to what a `MultimodalEncoder` encodes and a decoder reconstructs."""
+    raw, present = split_batch(batch, list(encoder.modalities if modalities is None else modalities))
+    device = next(encoder.parameters()).device
+    return encoder.preprocess(to_device(raw, device)), to_device(present, device)

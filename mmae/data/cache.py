@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmae.io import write_atomic, write_text_atomic
+from mmae.artifacts.atomic import write_atomic, write_text_atomic
 
 #: Share of the memory available at start-up that an in-memory cache may take.
 MEMORY_SHARE = 0.25

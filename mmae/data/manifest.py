@@ -37,11 +37,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
+from mmae.core.errors import ConfigError, DataError
+from mmae.core.modality import Modality
 from mmae.data.batch import SPLITS
 from mmae.data.cache import DecodedCache, cache_bytes, default_cache_dir, entry_key, fits_in_memory
-from mmae.data.datamodule import MultimodalDataModule
-from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality
 
 log = logging.getLogger(__name__)
 
@@ -512,44 +511,3 @@ def collate_skipping(samples: list[dict | None]) -> dict | None:
     batch = default_collate(kept)
     batch["skipped"] = torch.tensor(len(samples) - len(kept))
     return batch
-
-
-class ManifestDataModule(MultimodalDataModule):
-    """`data=manifest data.path=FILE`: splits of one manifest. As soon as it is built (before
-    the model is), it decodes the training split once and fits the modalities' training-split
-    statistics (tabular columns, feature standardisation)."""
-
-    def __init__(self, path: str, modalities: Mapping[str, Modality], batch_size: int = 32,
-                 num_workers: int = 2, pin_memory: bool = False, on_error: OnError = "raise",
-                 split_fractions: Sequence[float] = (0.8, 0.1, 0.1), val_fraction: float = 0.1,
-                 cache: bool = True, cache_dir: str | None = None, seed: int = 0):
-        def dataset(split: str, modalities: Mapping[str, Modality]) -> ManifestDataset:
-            return ManifestDataset(path, modalities, split, on_error, split_fractions, seed,
-                                   val_fraction, cache, cache_dir)
-
-        super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
-                         collate_fn=collate_skipping, seed=seed)
-
-    def fit_statistics(self) -> None:
-        train = self.dataset("train")
-        if len(train) == 0:
-            raise DataError(f"{train.path}: no usable training rows")
-        for name, modality in self.modalities.items():
-            try:
-                modality.fit(train.cells(name))
-            except (ConfigError, DataError) as error:  # e.g. no training row has the modality
-                raise DataError(f"{train.path.name}: cannot fit modality '{name}' (columns "
-                                f"{train.columns[name]}) on the training split: {error}") from None
-        train.warm(self.num_workers)  # (tabular cells decode with the categories just fitted)
-        super().fit_statistics()
-
-    def ready(self, split: str) -> Dataset:
-        """A split's dataset, decoded into its cache."""
-        data = self.dataset(split)
-        data.warm(self.num_workers)
-        return data
-
-    def loader_workers(self, dataset: Dataset) -> int:
-        """No worker processes for a split decoded into memory: they would only add copies."""
-        cache = getattr(dataset, "cache", None)
-        return 0 if cache is not None and cache.in_memory and not cache.missing_rows() else self.num_workers

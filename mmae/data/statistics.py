@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from mmae.errors import DataError
-from mmae.modalities.base import MIN_STD, Modality
+from mmae.core.errors import DataError
+from mmae.core.modality import MIN_STD, Modality
 
 
 class Moments:

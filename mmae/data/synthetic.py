@@ -9,100 +9,15 @@ learnable up to the private part, and measurable against a mean baseline.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mmae.core.errors import ConfigError
+from mmae.core.modality import Modality
 from mmae.data.batch import SPLITS
-from mmae.errors import ConfigError
-from mmae.modalities.base import Modality
-
-
-def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
-    """Shift each image by (dx, dy) (fractions of its width/height), wrapping around."""
-    n = images.shape[0]
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    theta[:, 0, 2], theta[:, 1, 2] = 2 * dx, 2 * dy
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _render_image(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
-                  num_classes: int, g: torch.Generator) -> Tensor:
-    """The class texture, translated by two shared factors (so the class hides from the main
-    directions of pixel variance: PCA of the inputs reads it poorly) and scaled by a third,
-    plus a Gaussian blob placed by a fourth and a private brightness gradient."""
-    channels, height, width = modality.shape
-    coarse = torch.randn(num_classes, channels, 7, 7, generator=g)
-    textures = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    textures = textures / textures.abs().amax(dim=(1, 2, 3), keepdim=True)
-    f = lambda i: factors[:, i % factors.shape[1]]  # noqa: E731
-    ys = torch.linspace(0, 1, height).view(1, 1, -1, 1)
-    xs = torch.linspace(0, 1, width).view(1, 1, 1, -1)
-    texture = _translate(textures[labels], 0.25 * f(0), 0.25 * f(1))
-    scale = (1.0 + 0.5 * f(2)).view(-1, 1, 1, 1)
-    center = (0.5 + 0.3 * f(3)).view(-1, 1, 1, 1)
-    blob = torch.exp(-((xs - center) ** 2 + (ys - 0.5) ** 2) / (2 * 0.12**2))
-    tint = torch.rand(channels, generator=g).view(1, -1, 1, 1) * 0.5 + 0.5
-    gradient = 0.3 * private[:, :1].view(-1, 1, 1, 1) * (xs - 0.5)
-    return 0.5 * texture * scale + tint * blob + gradient
-
-
-def _render_vector(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
-                   num_classes: int, g: torch.Generator) -> Tensor:
-    """A random two-layer network of the class, the shared and the private factors: the
-    class interacts with the factors nonlinearly."""
-    (dim,) = modality.shape
-    hidden = 4 * dim
-    inputs = torch.cat([0.5 * F.one_hot(labels, num_classes).float(), factors, 0.5 * private], dim=1)
-    first = torch.randn(inputs.shape[1], hidden, generator=g)
-    second = torch.randn(hidden, dim, generator=g) / hidden**0.5
-    return torch.tanh(torch.relu(inputs @ first) @ second)
-
-
-def _render_audio(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
-                  num_classes: int, g: torch.Generator) -> Tensor:
-    """A decaying tone: pitch from the class, decay, overtone and detuning from three shared
-    factors, and a quiet private low tone."""
-    rate, n = modality.sample_rate, modality.num_samples
-    f = lambda i: factors[:, i % factors.shape[1]].view(-1, 1)  # noqa: E731
-    t = torch.arange(n).view(1, -1) / rate
-    top = 0.35 * rate
-    pitch = (150.0 + (top - 150.0) * labels.float() / max(num_classes - 1, 1)).view(-1, 1)
-    pitch = pitch * (1.0 + 0.03 * f(2))
-    envelope = torch.exp(-t * (2.0 + 1.5 * (f(0) + 1.0)) / modality.duration)
-    overtone = 0.25 * (f(1) + 1.0)
-    tone = torch.sin(2 * torch.pi * pitch * t) + overtone * torch.sin(4 * torch.pi * pitch * t)
-    hum = 0.1 * torch.sin(2 * torch.pi * (60.0 + 20.0 * private[:, :1]) * t)
-    return 0.5 * envelope * tone + hum
-
-
-CLASS_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-FACTOR_WORDS = [["left", "middle", "right"], ["dim", "soft", "loud"], ["flat", "round", "sharp"]]
-PRIVATE_WORDS = ["plain", "odd", "bold", "calm"]
-
-
-def _render_text(modality: Modality, labels: Tensor, factors: Tensor, private: Tensor,
-                 num_classes: int, g: torch.Generator) -> Tensor:
-    """A short phrase: a private word, the class, and one of three words per shared factor."""
-    bins = ((factors + 1.0) / 2.0 * 3).long().clamp(0, 2)
-    private_bin = ((private[:, 0] + 1.0) / 2.0 * len(PRIVATE_WORDS)).long().clamp(0, len(PRIVATE_WORDS) - 1)
-    phrases = []
-    for i, label in enumerate(labels.tolist()):
-        words = [PRIVATE_WORDS[private_bin[i]], CLASS_WORDS[label] if label < 10 else f"class{label}"]
-        words += [FACTOR_WORDS[j][bins[i, j]] for j in range(min(3, factors.shape[1]))]
-        phrases.append(" ".join(words))
-    return torch.stack([modality.encode_text(p) for p in phrases])
-
-
-RENDERERS: dict[str, Callable[..., Tensor]] = {
-    "image": _render_image, "vector": _render_vector, "audio": _render_audio, "text": _render_text}
-#: Kinds whose views are indices (tokens): no additive noise.
-DISCRETE_KINDS = {"text"}
 
 
 def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
@@ -133,7 +48,7 @@ def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
             own = (labels[start:stop] != labels[i]) & mask[start:stop, column]
             donors = start + torch.nonzero(own).flatten()
             views[name][i] = original[name][donors[int(torch.randint(len(donors), (1,), generator=g))]]
-        elif modalities[name].kind in DISCRETE_KINDS:
+        elif modalities[name].dtype_kind == "long":  # tokens: shuffled, not noised
             views[name][i] = original[name][i][torch.randperm(original[name].shape[1], generator=g)]
         else:
             scale = original[name].std()
@@ -156,12 +71,6 @@ class SyntheticMultimodal(Dataset):
                  anomaly_rate: float = 0.0, anomaly_splits: Sequence[str] = ("val", "test")):
         if split not in SPLITS:
             raise ConfigError(f"SyntheticMultimodal: split must be one of {SPLITS}, got '{split}'")
-        for name, modality in modalities.items():
-            if modality.kind not in RENDERERS:
-                raise ConfigError(
-                    f"SyntheticMultimodal cannot render modality '{name}' of kind "
-                    f"'{modality.kind}'; it renders kinds {sorted(RENDERERS)}"
-                )
         if not 0.0 <= anomaly_rate <= 1.0 or not set(anomaly_splits) <= set(SPLITS):
             raise ConfigError(f"SyntheticMultimodal: anomaly_rate must be in [0, 1] and anomaly_splits "
                               f"among {SPLITS}, got {anomaly_rate}, {list(anomaly_splits)}")
@@ -184,8 +93,11 @@ class SyntheticMultimodal(Dataset):
             # A generator per modality name: adding a modality does not change the others.
             gm = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
             private = torch.rand(num_samples, private_factors, generator=gm) * 2 - 1
-            view = RENDERERS[modality.kind](modality, labels, factors, private, num_classes, gm)
-            if modality.kind not in DISCRETE_KINDS:
+            try:
+                view = modality.synthetic_view(labels, factors, private, num_classes, gm)
+            except ConfigError as error:
+                raise ConfigError(f"SyntheticMultimodal cannot render modality '{name}': {error}") from None
+            if modality.dtype_kind != "long":  # token views get no additive noise
                 view = view + noise * torch.randn(view.shape, generator=gm)
             views[name] = view
             present[name] = torch.rand(num_samples, generator=gm) >= missing_rate

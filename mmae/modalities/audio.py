@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality, file_cell
-from mmae.modalities.conv import ConvNet
+from mmae.core.errors import ConfigError, DataError
+from mmae.core.modality import Modality, file_cell
+from mmae.core.nn import ConvNet
+from mmae.core.registry import MODALITIES
 
 LOG_EPS = 1e-5
 #: Most elements (128 MiB of float32) of a resampling filter: torchaudio builds one of about
@@ -55,6 +56,7 @@ def fit_length(waveform: Tensor, num_samples: int) -> Tensor:
     return F.pad(waveform, (0, num_samples - length))
 
 
+@MODALITIES.register("audio")
 class AudioModality(Modality):
     """Mono audio of `duration` seconds at `sample_rate`; files of another rate are resampled,
     multi-channel files down-mixed, shorter/longer ones zero-padded/cropped.
@@ -63,11 +65,11 @@ class AudioModality(Modality):
     the encoder standardises per mel band with `mean`/`std` fitted on the training split
     (`normalize: false`: as it is). `to_waveform` inverts a reconstruction (inverse mel +
     Griffin-Lim) so it can be listened to. `hidden_channels: null` sizes the CNN from the
-    spectrogram (see `mmae.modalities.conv`).
+    spectrogram (see `mmae.core.nn`).
     """
 
-    kind = "audio"
     statistics_axis = 1  # per mel band of [1, n_mels, frames]
+    preview_media = "audio"
 
     def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int = 512,
                  hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] | None = None,
@@ -145,6 +147,22 @@ class AudioModality(Modality):
         waves = self.to_waveform(features, n_iter=n_iter).float().cpu()
         peak = waves.abs().amax(dim=1, keepdim=True).clamp_min(1.0)
         return list((waves / peak).numpy())
+
+    def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor,
+                       num_classes: int, g: torch.Generator) -> Tensor:
+        """A decaying tone: pitch from the class, decay, overtone and detuning from three shared
+        factors, and a quiet private low tone."""
+        rate, n = self.sample_rate, self.num_samples
+        f = lambda i: factors[:, i % factors.shape[1]].view(-1, 1)  # noqa: E731
+        t = torch.arange(n).view(1, -1) / rate
+        top = 0.35 * rate
+        pitch = (150.0 + (top - 150.0) * labels.float() / max(num_classes - 1, 1)).view(-1, 1)
+        pitch = pitch * (1.0 + 0.03 * f(2))
+        envelope = torch.exp(-t * (2.0 + 1.5 * (f(0) + 1.0)) / self.duration)
+        overtone = 0.25 * (f(1) + 1.0)
+        tone = torch.sin(2 * torch.pi * pitch * t) + overtone * torch.sin(4 * torch.pi * pitch * t)
+        hum = 0.1 * torch.sin(2 * torch.pi * (60.0 + 20.0 * private[:, :1]) * t)
+        return 0.5 * envelope * tone + hum
 
     def config(self) -> dict:
         return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,

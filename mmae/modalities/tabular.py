@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality, mlp
+from mmae.core.errors import ConfigError, DataError
+from mmae.core.modality import Modality
+from mmae.core.nn import mlp
+from mmae.core.registry import MODALITIES
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -46,6 +48,7 @@ class TabularEncoder(nn.Module):
         return self.mlp(torch.cat(parts, dim=1))
 
 
+@MODALITIES.register("tabular")
 class TabularModality(Modality):
     """Per sample: the numeric values, then one category index per categorical column.
 
@@ -54,7 +57,6 @@ class TabularModality(Modality):
     The decoder predicts numeric values and one set of logits per categorical column.
     """
 
-    kind = "tabular"
     multi_column = True
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
@@ -116,6 +118,10 @@ class TabularModality(Modality):
             raise DataError(f"column '{column}': {reprlib.repr(value)} is beyond float32's range "
                             f"(|x| > {FLOAT32_MAX:.3g})")
         return number
+
+    def example_input(self, batch: int, generator: torch.Generator) -> Tensor:
+        """Numbers 0 with category index 0: valid whatever categories were fitted."""
+        return torch.zeros(batch, *self.raw_shape)
 
     def load(self, value: Mapping[str, Any], root: Path) -> Tensor:
         self._require_fitted()

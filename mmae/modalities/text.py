@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.errors import ConfigError, DataError
-from mmae.modalities.base import Modality
+from mmae.core.errors import ConfigError, DataError
+from mmae.core.modality import Modality
+from mmae.core.registry import MODALITIES
 
 Pooling = Literal["mean", "cls"]
 POOLINGS = get_args(Pooling)
@@ -108,6 +109,13 @@ class TextDecoder(nn.Module):
         return self.head(per_position)
 
 
+
+CLASS_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FACTOR_WORDS = [["left", "middle", "right"], ["dim", "soft", "loud"], ["flat", "round", "sharp"]]
+PRIVATE_WORDS = ["plain", "odd", "bold", "calm"]
+
+
+@MODALITIES.register("text")
 class TextModality(Modality):
     """Token sequences of `max_length` (padded / truncated).
 
@@ -118,8 +126,8 @@ class TextModality(Modality):
     so decoded strings end where the text does); token accuracy counts the text's tokens only.
     """
 
-    kind = "text"
     dtype_kind = "long"
+    preview_media = "text"
 
     def __init__(self, model: str | None = None, model_config: dict | None = None,
                  tokenizer: str | None = None, max_length: int = 32, freeze: bool = False,
@@ -198,6 +206,35 @@ class TextModality(Modality):
 
     def baseline_prediction(self, mean: Tensor) -> Tensor:
         return torch.log(mean.float() + 1e-8)  # logits of the per-position token frequencies
+
+    def export_assets(self, encoder: nn.Module, folder: Path, name: str) -> dict:
+        """The backbone's architecture (its weights are in the safetensors file) and the
+        tokenizer, so the export needs neither the original model directory nor the hub."""
+        assets = {"model": None, "model_config": encoder.backbone.config.to_dict()}
+        if self.tokenizer_name is not None:
+            target = Path("tokenizers") / name
+            self.tokenizer.tokenizer.save_pretrained(folder / target)
+            assets["tokenizer"] = target.as_posix()
+        return assets
+
+    @classmethod
+    def from_export(cls, config: dict, root: Path | None) -> TextModality:
+        if root is not None and config.get("tokenizer"):
+            config = {**config, "tokenizer": str(root / config["tokenizer"])}
+        return cls(**config)
+
+    def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor,
+                       num_classes: int, g: torch.Generator) -> Tensor:
+        """A short phrase: a private word, the class, and one of three words per shared factor."""
+        bins = ((factors + 1.0) / 2.0 * 3).long().clamp(0, 2)
+        words = len(PRIVATE_WORDS)
+        private_bin = ((private[:, 0] + 1.0) / 2.0 * words).long().clamp(0, words - 1)
+        phrases = []
+        for i, label in enumerate(labels.tolist()):
+            words = [PRIVATE_WORDS[private_bin[i]], CLASS_WORDS[label] if label < 10 else f"class{label}"]
+            words += [FACTOR_WORDS[j][bins[i, j]] for j in range(min(3, factors.shape[1]))]
+            phrases.append(" ".join(words))
+        return torch.stack([self.encode_text(p) for p in phrases])
 
     def config(self) -> dict:
         return {"model": self.model, "model_config": self.model_config,

@@ -11,14 +11,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.errors import DataError
-from mmae.modalities.base import Modality, mlp
+from mmae.core.errors import DataError
+from mmae.core.modality import Modality
+from mmae.core.nn import mlp
+from mmae.core.registry import MODALITIES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+@MODALITIES.register("vector")
 class VectorModality(Modality):
     """Vectors `[dim]`. The encoder standardises each element with `mean`/`std`, fitted on the
     training split unless given (`normalize: false`: as they are).
@@ -28,7 +32,6 @@ class VectorModality(Modality):
     float32's range.
     """
 
-    kind = "vector"
     statistics_axis = 0  # per element
 
     def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,), normalize: bool = True,
@@ -81,6 +84,17 @@ class VectorModality(Modality):
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return mlp([hidden_dim, *self.hidden[::-1], self.shape[0]])
+
+    def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor,
+                       num_classes: int, g: torch.Generator) -> Tensor:
+        """A random two-layer network of the class, the shared and the private factors: the
+        class interacts with the factors nonlinearly."""
+        (dim,) = self.shape
+        hidden = 4 * dim
+        inputs = torch.cat([0.5 * F.one_hot(labels, num_classes).float(), factors, 0.5 * private], dim=1)
+        first = torch.randn(inputs.shape[1], hidden, generator=g)
+        second = torch.randn(hidden, dim, generator=g) / hidden**0.5
+        return torch.tanh(torch.relu(inputs @ first) @ second)
 
     def config(self) -> dict:
         return {"dim": self.shape[0], "hidden": self.hidden, "normalize": self.normalize,

@@ -1,0 +1,277 @@
+"""Evaluation of learned representations: codes of a dataset, linear probes, code sparsity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from mmae.analysis.reconstruction import (
+    estimate_baselines,
+    format_imputation,
+    imputation_summary,
+    reconstruction_sums,
+)
+from mmae.artifacts.export import FrozenEncoder
+from mmae.core.errors import DataError
+from mmae.core.model import MultimodalAutoencoder
+from mmae.data.batch import features_of, to_device
+
+
+@dataclass
+class Features:
+    """Codes of a dataset split, with each sample's label (-1 if none) and manifest/pool id."""
+
+    codes: Tensor
+    labels: Tensor
+    ids: Tensor
+
+
+def _code_fn(encoder: MultimodalAutoencoder | FrozenEncoder):
+    """Features and masks -> deterministic codes, for a trained model or a loaded export."""
+    if isinstance(encoder, MultimodalAutoencoder):
+        return lambda features, present: encoder.encoder(features, present).code
+    return lambda features, present: encoder(features, present, preprocessed=True)
+
+
+@torch.no_grad()
+def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iterable[dict | None],
+                   modalities: Sequence[str] | None = None, progress: bool = False) -> Features:
+    """Deterministic codes (posterior means for VAEs) of every batch, in order.
+
+    `encoder` is a trained model or a loaded export. `modalities` restricts the input to a
+    subset; samples with none of them present are left out.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    code_of = _code_fn(encoder)
+    names = list(modalities or encoder.modalities)
+    codes, labels, ids = [], [], []
+    for batch in tqdm(batches, desc="encoding", disable=not progress):
+        if batch is None:
+            continue
+        features, present = features_of(encoder.encoder, batch, names)
+        keep = torch.stack(list(present.values()), dim=1).any(dim=1)
+        if keep.any():
+            codes.append(code_of({n: x[keep] for n, x in features.items()},
+                                 {n: p[keep] for n, p in present.items()}))
+            labels.append(batch["label"][keep.cpu()])
+            ids.append(batch["index"][keep.cpu()])
+    encoder.train(was_training)
+    if not codes:
+        raise DataError(f"no sample has any of the modalities {names}")
+    return Features(torch.cat(codes).cpu(), torch.cat(labels), torch.cat(ids))
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+                 l2: float = 1e-3, steps: int = 200) -> float:
+    """Test accuracy of a multinomial logistic regression fitted on standardised features.
+
+    Full-batch L-BFGS: deterministic, and exact enough that differences between feature sets
+    reflect the features rather than the optimiser.
+    """
+    if train_x.shape[0] < 2:
+        raise DataError(f"a linear probe needs at least 2 labelled training samples, got {train_x.shape[0]}")
+    mean, std = train_x.mean(0), train_x.std(0, unbiased=False).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    linear = torch.nn.Linear(train_x.shape[1], num_classes).double()
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    x, y = train_x.double(), train_y.long()
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(x), y) + l2 * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        predicted = linear(test_x.double()).argmax(dim=1)
+    return (predicted == test_y).double().mean().item()
+
+
+def hoyer_sparsity(codes: Tensor) -> float:
+    """Mean Hoyer sparsity of the codes, in [0, 1]: 0 when all units are equally active, 1 when
+    one unit carries everything (or none does). Scale-free, so codes of different ranges compare."""
+    n = codes.shape[1]
+    if n < 2:
+        return 0.0
+    ratio = codes.abs().sum(1) / codes.norm(dim=1).clamp_min(1e-12)
+    return ((n**0.5 - ratio) / (n**0.5 - 1)).clamp(0.0, 1.0).mean().item()
+
+
+@torch.no_grad()
+def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
+                   max_samples: int = 20_000) -> tuple[Tensor, Tensor]:
+    """The preprocessed inputs of every modality, flattened side by side (zeros where a
+    modality is missing), with the labels: what a baseline without learning gets to see."""
+    rows, labels, seen = [], [], 0
+    for batch in batches:
+        if batch is None:
+            continue
+        features, present = features_of(encoder.encoder, batch)
+        rows.append(torch.cat([features[n].float().flatten(1) * present[n].unsqueeze(1)
+                               for n in encoder.modalities], dim=1).cpu())
+        labels.append(batch["label"])
+        seen += len(batch["label"])
+        if seen >= max_samples:
+            break
+    return torch.cat(rows), torch.cat(labels)
+
+
+def pca(train_x: Tensor, test_x: Tensor, components: int) -> tuple[Tensor, Tensor]:
+    """Project both sets on the top principal components of the training set."""
+    mean = train_x.mean(0)
+    _, _, basis = torch.pca_lowrank(train_x - mean, q=min(components, *train_x.shape), center=False)
+    return (train_x - mean) @ basis, (test_x - mean) @ basis
+
+
+def _probe(train: Features, test: Features) -> float | None:
+    keep_train, keep_test = train.labels >= 0, test.labels >= 0
+    if not keep_train.any() or not keep_test.any():
+        return None
+    return linear_probe(train.codes[keep_train], train.labels[keep_train], test.codes[keep_test],
+                        test.labels[keep_test])
+
+
+@torch.no_grad()
+def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, test_batches: Iterable,
+                      ) -> dict[str, dict[str, float]]:
+    """Per modality on the test split: reconstruction error from all inputs, from the other
+    modalities alone, and of the training-mean baseline."""
+    model.eval()
+    baselines = estimate_baselines(model, train_batches)
+    totals: dict[str, list[float]] = {}
+    for batch in test_batches:
+        if batch is None:
+            continue
+        features, present = features_of(model.encoder, batch)
+        sums = reconstruction_sums(model, features, present, baselines)
+        for key, (total, count) in sums.items():
+            entry = totals.setdefault(key, [0.0, 0])
+            entry[0] += float(total)
+            entry[1] += int(count)
+    return imputation_summary({k: t / c for k, (t, c) in totals.items() if c}, model.modalities, prefix="")
+
+
+@torch.no_grad()
+def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: float, seed: int = 0):
+    """Per batch: `(clean, noisy, cleaned, present, ids)`, features of every modality, where
+    `noisy` adds Gaussian noise of `sigma` in the features' own units (pixels, log-mel; 0: the
+    data as it is), so the figures read the same whatever the model, and `cleaned` is
+    `mmae.denoise` of it."""
+    from mmae.analysis.applications import denoise
+    from mmae.core.corruption import GaussianNoise
+
+    noise, generator = GaussianNoise(sigma, standardised=False), torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    for batch in batches:
+        if batch is None:
+            continue
+        clean, present = features_of(model.encoder, batch)
+        noisy, _ = noise({n: x.cpu() for n, x in clean.items()}, present, generator, model.modalities)
+        noisy = to_device(noisy, device)
+        yield clean, noisy, denoise(model, noisy, present, preprocessed=True), present, batch.get("index")
+
+
+def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per continuous modality: the mean squared error to the clean features of the inputs
+    with Gaussian noise (`sigma`, in the features' units) and of their denoised version."""
+    sums: dict[str, list[float]] = {}
+    for clean, noisy, cleaned, present, _ in denoised_batches(model, batches, sigma, seed):
+        for name, x in clean.items():
+            rows = present[name]
+            if not torch.is_floating_point(x) or not rows.any():
+                continue
+            # Only the elements noise may change (not, say, a table's category indices).
+            allowed = model.modalities[name].noise_mask(x)
+            keep = slice(None) if allowed is None else allowed
+            target = x[rows][..., keep]
+            entry = sums.setdefault(name, [0.0, 0.0, 0])
+            for slot, version in ((0, noisy[name]), (1, cleaned[name])):
+                entry[slot] += float((version[rows][..., keep] - target).pow(2).flatten(1).mean(1).sum())
+            entry[2] += int(rows.sum())
+    return {name: {"noisy": noisy_sum / n, "denoised": denoised_sum / n,
+                   "reduction": 1.0 - denoised_sum / noisy_sum if noisy_sum else None}
+            for name, (noisy_sum, denoised_sum, n) in sums.items()}
+
+
+def save_denoised(model: MultimodalAutoencoder, batches: Iterable, sigma: float, path: Path,
+                  seed: int = 0) -> Path:
+    """Write the denoised features of every sample to an `.npz`: one array per modality, its
+    presence mask (`present_<m>`) and the sample `ids`."""
+    import numpy as np
+
+    from mmae.artifacts.atomic import write_atomic
+
+    parts: dict[str, list] = {}
+    for _, _, cleaned, present, ids in denoised_batches(model, batches, sigma, seed):
+        for name, x in cleaned.items():
+            parts.setdefault(name, []).append(x.cpu())
+            parts.setdefault(f"present_{name}", []).append(present[name].cpu())
+        if ids is not None:
+            parts.setdefault("ids", []).append(ids)
+    arrays = {key: torch.cat(values).numpy() for key, values in parts.items()}
+
+    def write(target: Path) -> None:
+        with target.open("wb") as handle:  # a path without .npz would get one appended
+            np.savez(handle, **arrays)
+
+    return write_atomic(path, write)
+
+
+def format_denoising(results: dict, sigma: float) -> str:
+    lines = [f"denoising (test, Gaussian noise sigma={sigma})", f"  {'modality':<14}{'noisy':>12}"
+             f"{'denoised':>12}{'reduction':>11}"]
+    for name, row in results.items():
+        reduction = "-" if row["reduction"] is None else f"{row['reduction']:.0%}"
+        lines.append(f"  {name:<14}{row['noisy']:>12.4f}{row['denoised']:>12.4f}{reduction:>11}")
+    return "\n".join(lines)
+
+
+def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None,
+             latent_map: Path | None = None, projection: str = "pca") -> dict:
+    """Linear probes (train split -> test split) of the codes from all modalities and from each
+    one alone, against PCA of the inputs with as many components as the code; cross-modal
+    imputation errors when the full `model` is given; a PNG map of the test codes (`projection`:
+    pca, tsne or umap; coloured by label) at `latent_map`."""
+    train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
+    train_codes, test_codes = encode_batches(encoder, train_loader), encode_batches(encoder, test_loader)
+    if latent_map is not None:
+        from mmae.analysis.latent_map import project_2d, save_png
+
+        save_png(latent_map, project_2d(test_codes.codes, projection), test_codes.labels,
+                 title=f"test codes ({projection} of {encoder.latent_dim} dimensions)")
+    probes = {"all modalities": _probe(train_codes, test_codes)}
+    for name in encoder.modalities:
+        probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
+                                        encode_batches(encoder, test_loader, [name]))
+    train_x, train_y = input_features(encoder, train_loader)
+    test_x, test_y = input_features(encoder, test_loader)
+    train_pca, test_pca = pca(train_x, test_x, encoder.latent_dim)
+    probes[f"PCA-{encoder.latent_dim} of the inputs"] = _probe(
+        Features(train_pca, train_y, train_y), Features(test_pca, test_y, test_y))
+    results = {"samples": {"train": len(train_codes.codes), "test": len(test_codes.codes)},
+               "linear_probe_accuracy": probes}
+    if model is not None:
+        results["imputation"] = imputation_errors(model, train_loader, test_loader)
+    return results
+
+
+def format_results(results: dict) -> str:
+    lines = [f"{'linear probe (test accuracy)':<36}{'':>8}"]
+    for name, accuracy in results["linear_probe_accuracy"].items():
+        lines.append(f"  {name:<34}{'-' if accuracy is None else f'{accuracy:.1%}':>8}")
+    if "imputation" in results:
+        lines.append(format_imputation(results["imputation"], title="imputation (test)"))
+    return "\n".join(lines)
+
+
+TASKS = ("probe", "anomaly", "denoise")

@@ -1,0 +1,263 @@
+"""Encoder export and `load_encoder`: frozen features for downstream work, safe to load.
+
+An export is a directory:
+  - `model.safetensors`: the encoder's weights (preprocessing, per-modality encoders, fusion;
+    no decoder), in the safetensors format, which holds tensors only and cannot run code;
+  - `config.json`: what rebuilds the encoder (registered modality names and settings, fitted
+    statistics included; fusion; sizes), the mmae version and the SHA-256 of the weights file;
+  - what a modality needs besides (`Modality.export_assets`: e.g. `tokenizers/<modality>/`).
+
+`load_encoder` needs none of the training stack (no Lightning, Hydra or W&B), never
+unpickles, and builds only mmae's own classes unless told `trust_code=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+import mmae.modalities  # noqa: F401  (registers mmae's own modalities)
+from mmae.artifacts.atomic import atomic_directory
+from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.core.errors import ArtifactError, ExportError, MMAEError
+from mmae.core.fusion import Fusion
+from mmae.core.modality import Modality
+from mmae.core.model import MultimodalAutoencoder, MultimodalEncoder
+from mmae.core.registry import FUSIONS, MODALITIES
+from mmae.version import __version__
+
+#: 3 (mmae 0.3): components are named by their registered name ("poe", "image"), classes of
+#: the user's own by import path. 2 (mmae 0.2): the same networks, named by mmae module path;
+#: still read. Format 1 exports (mmae 0.1) built other networks.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (2, 3)
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def describe(model: MultimodalAutoencoder) -> dict:
+    """A JSON-serialisable description that rebuilds `model` (see `build_model`)."""
+    encoder = model.encoder
+    return {
+        "mmae_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "modalities": {name: {"class": MODALITIES.reference(m), "config": m.config()}
+                       for name, m in encoder.modalities.items()},
+        "fusion": {"class": FUSIONS.reference(encoder.fusion), "config": encoder.fusion.config()},
+        "encoder": {"embed_dim": encoder.embed_dim, "latent_dim": encoder.latent_dim,
+                    "variational": encoder.variational, "latent_activation": encoder.latent_activation},
+        "decoder": {"hidden": model.decoder_hidden},
+    }
+
+
+def _build_modalities(description: Mapping, root: Path | None, trust_code: bool) -> dict:
+    modalities = {}
+    for name, entry in description["modalities"].items():
+        cls = MODALITIES.resolve(entry.get("class"), Modality, trust_code, where=f"modality '{name}'")
+        modalities[name] = cls.from_export(dict(entry.get("config") or {}), root)
+    return modalities
+
+
+def _fusion_factory(description: Mapping, trust_code: bool):
+    cls = FUSIONS.resolve(description["fusion"].get("class"), Fusion, trust_code, where="fusion")
+    options = dict(description["fusion"].get("config") or {})
+    return lambda modalities, embed_dim, latent_dim: cls(modalities, embed_dim, latent_dim, **options)
+
+
+def _encoder_options(description: Mapping) -> dict:
+    keys = ("embed_dim", "latent_dim", "variational", "latent_activation")
+    return {key: description["encoder"][key] for key in keys}
+
+
+def build_model(description: Mapping, trust_code: bool = False) -> MultimodalAutoencoder:
+    """The full autoencoder of a description (untrained weights); classes outside mmae only
+    with `trust_code` (building them runs their module's code)."""
+    return MultimodalAutoencoder(_build_modalities(description, None, trust_code),
+                                 _fusion_factory(description, trust_code),
+                                 decoder_hidden=description["decoder"]["hidden"],
+                                 **_encoder_options(description))
+
+
+def build_encoder(description: Mapping, root: Path | None = None,
+                  trust_code: bool = False) -> MultimodalEncoder:
+    """The encoder of a description (untrained weights); `root` is the export directory that
+    modalities read their exported assets from (tokenizers)."""
+    return MultimodalEncoder(_build_modalities(description, root, trust_code),
+                             _fusion_factory(description, trust_code), **_encoder_options(description))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_encoder(model: MultimodalAutoencoder, directory: str | Path) -> Path:
+    """Write the encoder of `model` as an export directory; the write is atomic (a staging
+    directory beside it, fsynced and renamed into place, see `mmae.artifacts.atomic.atomic_directory`), so a
+    crash never leaves a half-written export, and an existing one is replaced whole."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    with atomic_directory(directory) as staging:
+        description = describe(model)
+        description.pop("decoder")
+        for name, modality in model.encoder.modalities.items():  # e.g. tokenizers, backbone configs
+            config = description["modalities"][name]["config"]
+            config.update(modality.export_assets(model.encoder.encoders[name], staging, name))
+        state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+        save_file(state, staging / WEIGHTS, metadata={"format": "pt", "mmae_version": __version__})
+        description["weights_sha256"] = sha256(staging / WEIGHTS)
+        (staging / CONFIG).write_text(json.dumps(description, indent=2), encoding="utf-8")
+    return directory
+
+
+class FrozenEncoder(nn.Module):
+    """An exported encoder: any non-empty subset of modalities -> codes `[B, latent_dim]`.
+
+    Inputs are raw (as a dataset yields them: waveforms, pixels in [0, 1], token ids), or
+    features when `preprocessed=True`. For a VAE the code is the posterior mean, or a
+    posterior sample when built with `sample=True`.
+    """
+
+    def __init__(self, encoder: MultimodalEncoder, description: Mapping, sample: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.description = dict(description)
+        self.sample = sample
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def modalities(self) -> dict:
+        return self.encoder.modalities
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_dim
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                preprocessed: bool = False) -> Tensor:
+        with torch.no_grad():
+            features = dict(inputs) if preprocessed else self.encoder.preprocess(inputs)
+            encoding = self.encoder(features, present)
+            if self.sample and encoding.posterior is not None:
+                return encoding.posterior.sample()
+            return encoding.code
+
+
+def _read_config(folder: Path) -> dict:
+    if not folder.is_dir():
+        raise ExportError(f"no export directory at {folder}")
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise ExportError(f"{config_path} is missing: not an mmae export")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ExportError(f"{config_path} is truncated or corrupt: not valid JSON ({error})") from None
+    except OSError as error:
+        raise ExportError(f"cannot read {config_path}: {error.strerror or error}") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{config_path} holds a JSON {type(config).__name__}, not an export description")
+    version = str(config.get("mmae_version", "?"))
+    if version.split(".")[0] != __version__.split(".")[0]:
+        raise ExportError(f"{folder} was exported by mmae {version}; this is mmae {__version__}: "
+                          f"major versions differ (expected {__version__.split('.')[0]}.x)")
+    if config.get("format_version") not in READABLE_FORMATS:
+        raise ExportError(f"{folder}: export format {config.get('format_version')!r} (mmae {version}), "
+                          f"expected one of {READABLE_FORMATS}: its networks are not the ones this mmae "
+                          "builds; "
+                          "load it with the mmae that wrote it, or train and export again")
+    return config
+
+
+def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS
+    if not path.is_file():
+        raise ExportError(f"weights file {path} is missing")
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    # A safetensors file starts with an 8-byte header length, then its JSON header. Anything
+    # else (a pickle, a zip from torch.save) is refused before it is parsed.
+    if len(head) < 9:
+        raise ExportError(f"{path} is truncated ({len(head)} bytes): not a safetensors file")
+    if head[8:9] != b"{":
+        raise ExportError(f"{path} is not a safetensors file (pickled or torch.save weights are "
+                          "refused: they can run code when loaded)")
+    if not expected_hash:
+        raise ExportError(f"{folder / CONFIG} records no weights_sha256, so {path} cannot be "
+                          "checked: not an export written by mmae, or its config.json was edited")
+    actual = sha256(path)
+    if actual != expected_hash:
+        raise ExportError(f"{path}: SHA-256 {actual[:16]}... does not match config.json's "
+                          f"{str(expected_hash)[:16]}...: the file is truncated or was modified")
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise ExportError(f"{path} is corrupt: {error}") from None
+
+
+def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False) -> FrozenEncoder:
+    """Rebuild an exported encoder, in eval mode with gradients off. An export that names a
+    class outside mmae (a modality or fusion of your own) loads only with `trust_code=True`:
+    building it imports and runs that class's module."""
+    folder = Path(path)
+    config = _read_config(folder)
+    weights = _read_weights(folder, config.get("weights_sha256"))
+    try:
+        encoder = build_encoder(config, root=folder, trust_code=trust_code)
+    except MMAEError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError, OSError) as error:
+        raise ExportError(f"{folder / CONFIG} does not describe an encoder: {error}") from None
+    try:
+        missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # a tensor of another shape than config.json implies
+        raise ExportError(f"{folder / WEIGHTS} does not match config.json: {error}") from None
+    if missing or unexpected:
+        raise ExportError(f"{folder / WEIGHTS} does not match config.json: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}")
+    return FrozenEncoder(encoder, config, sample=sample)
+
+
+def load_checkpoint_model(checkpoint_path: str | Path, trust_code: bool = False) -> MultimodalAutoencoder:
+    """The trained autoencoder of an mmae training checkpoint (`load_checkpoint_file`: loaded
+    with weights_only=True; a missing, truncated or pickle-planted file is an mmae error).
+    Classes outside mmae in its description need `trust_code=True`, as for `load_encoder`."""
+    path = checkpoint_path  # a local file or an fsspec URL
+    checkpoint = load_checkpoint_file(path)
+    if "mmae_model" not in checkpoint or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise ArtifactError(f"{path} was not written by mmae-train (no model description)")
+    try:
+        model = build_model(checkpoint["mmae_model"], trust_code=trust_code)
+    except MMAEError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError) as error:
+        raise ArtifactError(f"{path}: its model description does not build a model ({error})") from None
+    prefix = "model."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # weights of other shapes than its own description
+        raise ArtifactError(f"{path}: the weights do not match its model description "
+                            f"({_first_line(error)})") from None
+    return model.eval()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return " ".join(lines[:2]) if lines else type(error).__name__
+
+
+__all__ = ["ExportError", "FrozenEncoder", "describe", "export_encoder", "load_checkpoint_model",
+           "load_encoder"]

@@ -1,0 +1,20 @@
+"""How every command ends: its result printed, or an mmae error as one line and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from mmae.core.errors import MMAEError
+
+T = TypeVar("T")
+
+
+def run_command(prog: str, work: Callable[[], T]) -> T:
+    """`work()`, where an `MMAEError` (a config, data or artifact problem the user can fix)
+    becomes `prog: message` on stderr and exit status 1 instead of a traceback."""
+    try:
+        return work()
+    except MMAEError as error:
+        sys.exit(f"{prog}: {error}")

@@ -1,0 +1,272 @@
+"""The main job: compose the config, build, fit, validate the best checkpoint, report.
+
+`mmae-train [overrides]` == `python -m mmae.train [overrides]`. `train(cfg)` is the same job
+for a config composed elsewhere (tests, notebooks) and returns `(metrics, objects)`.
+
+Under DDP every process runs this job; only global rank zero writes files (config.yaml,
+metrics.json, encoder/; Lightning writes the checkpoints and logs from rank zero too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.plugins import CheckpointIO
+from pytorch_lightning.strategies import Strategy
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from mmae.analysis.reconstruction import format_imputation, imputation_summary
+from mmae.artifacts.atomic import write_text_atomic
+from mmae.artifacts.export import export_encoder
+from mmae.cli.runner import run_command
+from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
+from mmae.config.resume import check_resumable, logger_arguments, resolve_ckpt_path
+from mmae.config.schema import MMAE_TRAINER_KEYS, validate_config
+from mmae.core.errors import ConfigError, MMAEError, TrainingError
+from mmae.core.model import MultimodalAutoencoder, parameter_counts
+from mmae.training.checkpoint_io import AtomicCheckpointIO
+from mmae.training.module import AutoencoderModule
+from mmae.training.tracking import log_encoder_artifact, tracking_session
+from mmae.version import __version__
+
+log = logging.getLogger(__name__)
+
+
+def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
+    """One object for a node with a `_target_` (`kwargs` added to its arguments), else one
+    per non-null child node."""
+    if not group:
+        return []
+    if "_target_" in group:
+        return [build(group, **kwargs)]
+    return [build(node) for node in group.values() if node is not None]
+
+
+def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
+    """Refuse what Lightning #11300 breaks: a Hydra sweep whose runs re-launch the script.
+    (Processes that SLURM or torchrun started are not re-launched: submitit sweeps are fine.)"""
+    relaunches = (isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+                  and not trainer.strategy.cluster_environment.creates_processes_externally)
+    if multirun and relaunches:
+        raise ConfigError(
+            "a Hydra multirun (-m) cannot use trainer.strategy=ddp: Lightning re-launches the "
+            "command line in every process, so each would run the whole sweep (Lightning #11300). "
+            "Use trainer.strategy=ddp_spawn for sweeps, hydra/launcher=submitit_slurm on SLURM, "
+            "or start each point as its own single run.")
+
+
+def _plugins(settings: dict, kwargs: dict) -> list:
+    """The Trainer's plugins (those of `kwargs`, else of the config) plus `AtomicCheckpointIO`,
+    unless one of them or a Strategy object already brings its own CheckpointIO."""
+    given = settings.pop("plugins", None)
+    given = kwargs.get("plugins", given)
+    plugins = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
+    plugins = [build(p) if isinstance(p, dict) else p for p in plugins]
+    strategy = kwargs.get("strategy", settings.get("strategy"))
+    has_io = (any(isinstance(p, CheckpointIO) for p in plugins)
+              or (isinstance(strategy, Strategy) and strategy._checkpoint_io is not None)
+              or (isinstance(strategy, dict) and strategy.get("checkpoint_io") is not None))
+    return plugins if has_io else [*plugins, AtomicCheckpointIO()]
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
+    (`on_nonfinite`, read by `build_module`) are not Trainer arguments and are left out;
+    `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
+    settings = OmegaConf.to_container(trainer_cfg, resolve=True)
+    for key in MMAE_TRAINER_KEYS:
+        settings.pop(key, None)
+    if not settings.get("enable_progress_bar", True):  # it overrules the progress_bar choice
+        kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, ProgressBar)]
+    kwargs["plugins"] = _plugins(settings, kwargs)  # checkpoints written atomically, loaded safely
+    return build(settings, **kwargs)
+
+
+def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
+    """Compile in place: parameter names (state dict, checkpoint, export) stay unprefixed."""
+    kwargs = {k: v for k, v in (options or {}).items() if v is not None}
+    model.compile(**kwargs)
+
+
+def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
+    output dir. `multirun` says the job is one point of a Hydra sweep."""
+    validate_config(cfg, "train")  # unknown keys, wrong types, impossible combinations
+    with tracking_session():
+        return _train(cfg, multirun)
+
+
+def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataModule]:
+    """The LightningModule (model compiled in place when `compile=true`) and the datamodule
+    that `cfg` describes: what `train` fits, and what a benchmark times."""
+    modalities = build_modalities(cfg.modality)
+    datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
+    model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
+    if cfg.get("compile"):
+        _compile(model, cfg.get("compile_options"))
+    module = AutoencoderModule(
+        model=model,
+        objective=build(cfg.objective),
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
+        corruption=build(cfg.corruption),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
+    )
+    return module, datamodule
+
+
+def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path:
+        check_resumable(ckpt_path, cfg)
+
+    module, datamodule = build_module(cfg)
+    logger = cfg.get("logger")
+    loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
+    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
+                            logger=loggers or False)
+    _check_launcher(trainer, multirun)
+    if trainer.is_global_zero:  # ranks are known once the Trainer exists
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+        log.info("parameters\n%s", format_parameters(module.model))
+
+    with warnings.catch_warnings():
+        if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:  # the best epoch's weights (read safely by the Trainer's CheckpointIO), for the
+        # export and the final report
+        module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
+    encoder_dir = output_dir / "encoder"
+    if trainer.is_global_zero:  # saved before anything else can fail
+        export_encoder(module.model, encoder_dir)
+    try:
+        report = _report(trainer, module, datamodule, best)
+    except Exception as error:
+        saved = f"{Path(best).parent if best else output_dir / 'checkpoints'} and {encoder_dir}"
+        if not isinstance(error, MMAEError):
+            log.exception("the final report failed")
+        raise TrainingError(f"training finished and its work is saved ({saved}), but the final report "
+                            f"failed: {type(error).__name__}: {error}") from error
+    report["encoder"] = str(encoder_dir)
+    if trainer.is_global_zero:
+        log_encoder_artifact(trainer.loggers, encoder_dir, report)
+        write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
+    return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
+                    "output_dir": output_dir}
+
+
+def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.LightningDataModule,
+            best: str) -> dict[str, Any]:
+    """The final validation of the module's (best) weights, with the run's facts."""
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {name: float(value) for name, value in results[0].items()}
+    return {
+        "mmae_version": __version__,
+        "skipped_rows": {split: len(getattr(data, "skipped", []))
+                         for split, data in datamodule.datasets.items()},
+        "epochs": trainer.current_epoch,
+        "nonfinite_skipped": module.nonfinite_skipped,
+        "best_checkpoint": best,
+        "metrics": metrics,
+        "imputation": imputation_summary(metrics, module.model.modalities),
+    }
+
+
+def format_parameters(model: MultimodalAutoencoder) -> str:
+    """Parameters (trainable or frozen) per part: what each modality costs."""
+    rows = parameter_counts(model)
+    width = max(len(name) for name in rows)
+    lines = [f"{'part':<{width}}{'encoder':>12}{'decoder':>12}"]
+    for name, (encoder, decoder) in rows.items():
+        lines.append(f"{name:<{width}}{encoder:>12,}{decoder:>12,}")
+    return "\n".join(lines)
+
+
+def _explicit_output_dir(hydra_cfg: DictConfig) -> bool:
+    return any(o.lstrip("+").startswith("paths.output_dir=") for o in hydra_cfg.overrides.task)
+
+
+def _check_external_launch(hydra_cfg: DictConfig) -> None:
+    """torchrun and `srun mmae-train` start every rank themselves: each composes its own
+    config, so a time-stamped default output dir could differ between ranks. (A sweep's
+    launcher, e.g. submitit, composes once and hands every rank the same config.)"""
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return
+    external = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if external and not _explicit_output_dir(hydra_cfg):
+        raise ConfigError("under torchrun or SLURM every process composes its own config; pass "
+                          "paths.output_dir=DIR, the same for every process (e.g. runs/$SLURM_JOB_ID)")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+
+    def job() -> tuple[dict[str, Any], dict[str, Any]]:
+        _check_external_launch(hydra_cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = hydra_cfg.runtime.output_dir
+        return train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
+
+    report, objects = run_command("mmae-train", job)
+    if objects["trainer"].is_global_zero:
+        print(format_imputation(report["imputation"]))
+        print(f"mmae-train: outputs in {objects['output_dir']} "
+              "(checkpoints/, encoder/, metrics.json, config.yaml)")
+
+
+def _default_trainer(overrides: list[str]) -> list[str]:
+    """`trainer=gpu` when a GPU is visible and the command line chose no trainer."""
+    chose = any(o.lstrip("+~").split("=")[0] == "trainer" for o in overrides)
+    return [] if chose or not torch.cuda.is_available() else ["trainer=gpu"]
+
+
+def _validate_overrides(overrides: list[str]) -> None:
+    """Compose and validate once before Hydra starts, so that a bad config leaves no run
+    directory behind and an override of a key that does not exist (`model.latnt_dim=3`, which
+    Hydra refuses naming only the key) lists the valid keys. Any other composition problem,
+    sweeps (-m), Hydra's flags and `hydra.*` overrides are left to Hydra (`_hydra_main`
+    validates each job)."""
+    if any(o.startswith(("-", "hydra.", "+hydra.")) for o in overrides):
+        return  # (hydra.run.dir sets paths.output_dir, which composing here cannot see)
+    try:
+        compose_config("train", overrides)
+    except ConfigError:
+        raise
+    except Exception:  # Hydra reports it as usual
+        return
+
+
+def main() -> None:
+    """Console entry point of `mmae-train`."""
+    def check() -> None:
+        check_group_overrides(sys.argv[1:])
+        sys.argv += _default_trainer(sys.argv[1:])
+        _validate_overrides(sys.argv[1:])
+
+    run_command("mmae-train", check)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""The LightningModule: training logic only. It holds a model; it builds no layers."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.utilities import rank_zero_warn
+
+from mmae.analysis.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
+from mmae.artifacts.export import describe
+from mmae.core.corruption import NoCorruption
+from mmae.core.errors import TrainingError
+from mmae.core.model import MultimodalAutoencoder
+from mmae.core.objectives import Objective, ReconstructionLoss, Step
+from mmae.data.batch import features_of
+from mmae.training import random_state
+from mmae.training.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
+from mmae.version import __version__
+
+
+def _warn_if_unregularized_overcomplete(model: MultimodalAutoencoder, objective: Objective,
+                                        corruption: Callable | None) -> None:
+    """An overcomplete code with nothing but reconstruction can learn the identity."""
+    smallest = min(math.prod(m.shape) for m in model.modalities.values())
+    plain = all(isinstance(t, ReconstructionLoss) for t in objective.terms.values())
+    uncorrupted = corruption is None or isinstance(corruption, NoCorruption)
+    if model.latent_dim >= smallest and not model.variational and plain and uncorrupted:
+        warnings.warn(
+            f"overcomplete code (latent_dim={model.latent_dim} >= {smallest} input elements) with "
+            "no regularizer: it can copy its input; add a sparsity or contractive term, or a "
+            "corruption", UserWarning, stacklevel=3)
+
+
+class AutoencoderModule(pl.LightningModule):
+    """Trains a `MultimodalAutoencoder` with a corruption (denoising) and an objective.
+
+    The corruption only changes what the encoder sees; the objective always compares the
+    reconstructions with the clean batch, on every modality present in it.
+
+    Validation logs, per modality, the error from all inputs, from every leave-one-out
+    subset, and of the training-mean baseline (estimated once from the training loader).
+
+    A NaN or infinite loss or gradient never reaches the weights: `on_nonfinite="raise"`
+    stops with the step, batch and term or parameter; `"skip"` drops that optimizer step
+    and counts it in `train/nonfinite_skipped`.
+    """
+
+    _WARN_SKIPS = 5  # skips warned about one by one; later ones are only counted
+
+    def __init__(self, model: MultimodalAutoencoder, objective: Objective,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., object] | None = None,
+                 corruption: Callable | None = None, config: dict | None = None,
+                 baseline_batches: int = 100, on_nonfinite: str = "raise"):
+        super().__init__()
+        # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
+        self.on_nonfinite = check_policy(on_nonfinite)
+        objective.check(model)
+        _warn_if_unregularized_overcomplete(model, objective, corruption)
+        self.model = model
+        self.objective = objective
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.corruption = corruption or NoCorruption()
+        self.baseline_batches = baseline_batches
+        self.nonfinite_skipped = 0
+        self._nonfinite_loss: str | None = None  # what went wrong in this step's batches
+        self._batch_idx = 0
+        self.baselines: dict[str, torch.Tensor] | None = None
+        self._val_sums: dict[str, torch.Tensor] = {}
+        self._resumed_random_state: dict | None = None
+
+    def _losses(self, batch: dict, train: bool):
+        inputs, present = features_of(self.model.encoder, batch)
+        seen, seen_present = (self.corruption(inputs, present, modalities=self.model.modalities)
+                              if train else (inputs, present))
+        if train and self.objective.needs_input_grad:
+            seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
+        output = self.model(seen, seen_present)
+        step = Step(self.model.modalities, output, inputs, present, inputs=seen,
+                    global_step=self.global_step if train else None,
+                    likelihoods=self.model.decoder.likelihoods)
+        return self.objective(step, with_input_grad=train), step
+
+    def _count_skipped(self, stage: str, batch: dict) -> None:
+        if "skipped" in batch:  # samples a manifest with on_error=skip could not load
+            self.log(f"{stage}/skipped_samples", batch["skipped"].float(), reduce_fx="sum",
+                     on_step=False, on_epoch=True, batch_size=1)
+
+    def _zero_loss(self) -> torch.Tensor:
+        # A zero loss on the graph rather than None: under DDP every rank must run backward.
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        self._batch_idx = batch_idx  # named if this step's gradients turn out non-finite
+        if batch is None:  # every sample of the batch was skipped
+            return self._zero_loss()
+        self._count_skipped("train", batch)
+        losses, step = self._losses(batch, train=True)
+        if not is_finite(losses.total):
+            # Decided at the optimizer step, where every DDP rank learns of it together.
+            self._nonfinite_loss = (f"non-finite loss {first_few(nonfinite_terms(losses.logged))} "
+                                    f"(epoch {self.current_epoch}, batch {batch_idx})")
+            return self._zero_loss()
+        batch_size = next(iter(step.targets.values())).shape[0]
+        self._log_losses("train", losses.logged, batch_size)
+        return losses.total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Stop or skip the step if a loss or (unscaled, all-reduced) gradient is not finite."""
+        problem, self._nonfinite_loss = self._nonfinite_loss, None
+        if problem is None and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            # (With fp16 loss scaling, overflowing gradients are the scaler's to skip.)
+            bad = nonfinite_gradients(self.named_parameters())
+            if bad:
+                problem = (f"non-finite gradient of {first_few(bad)} "
+                           f"(epoch {self.current_epoch}, batch {self._batch_idx})")
+        if not self._on_any_rank(problem is not None):
+            return
+        problem = f"step {self.global_step}: {problem or 'a non-finite loss or gradient on another rank'}"
+        if self.on_nonfinite == "raise":
+            saved = self.trainer.checkpoint_callback
+            raise TrainingError(
+                f"{problem}. Nothing of this step reached the weights"
+                + (f"; {saved.dirpath} holds the last good checkpoints" if saved else "")
+                + ". Lower the learning rate, clip gradients (trainer.gradient_clip_val=1.0) or check "
+                "the data; trainer.on_nonfinite=skip drops such steps instead.")
+        optimizer.zero_grad(set_to_none=True)  # no gradient, no update (nor weight decay)
+        self.nonfinite_skipped += 1
+        if self.nonfinite_skipped <= self._WARN_SKIPS:
+            later = "; later skips are only counted" if self.nonfinite_skipped == self._WARN_SKIPS else ""
+            rank_zero_warn(f"skipped {problem} (on_nonfinite=skip; "
+                           f"{self.nonfinite_skipped} so far{later})", category=RuntimeWarning)
+
+    def on_train_epoch_end(self) -> None:
+        if self.on_nonfinite == "skip":
+            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), reduce_fx="max")
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        if not self._distributed():
+            return flag
+        votes = torch.tensor(float(flag), device=self.device)
+        return bool(self.trainer.strategy.reduce(votes, reduce_op="sum") > 0)
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        if batch is None:
+            return
+        self._count_skipped("val", batch)
+        losses, step = self._losses(batch, train=False)
+        batch_size = next(iter(step.targets.values())).shape[0]
+        self._log_losses("val", losses.logged, batch_size)
+        # The objective's forward pass on the clean batch doubles as the "from all" evaluation.
+        sums = reconstruction_sums(self.model, step.targets, step.present, self.baselines, step.output)
+        for name, (total, count) in sums.items():
+            pair = torch.stack([total.double(), count.double()])
+            self._val_sums[name] = self._val_sums[name] + pair if name in self._val_sums else pair
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.world_size > 1:
+            # Every rank was seeded alike: without this, each would draw the same dropout masks
+            # and noise for the samples at the same batch positions.
+            random_state.offset_for_rank(self.global_rank)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def on_validation_epoch_end(self) -> None:
+        """Log `val/<metric>` = sum / count over the whole validation set, on every rank.
+
+        Summing before dividing weights every sample equally (batches differ in how many
+        samples hold each modality), and gathering the metric names first keeps the ranks'
+        collectives aligned even when one rank saw no sample of some modality.
+        """
+        names = sorted(self._union_over_ranks(self._val_sums))
+        if not names:
+            return
+        zero = torch.zeros(2, dtype=torch.float64, device=self.device)
+        pairs = torch.stack([self._val_sums.get(name, zero) for name in names])
+        pairs = self.trainer.strategy.reduce(pairs, reduce_op="sum")
+        values = {name: (total / count).float() for name, (total, count) in zip(names, pairs, strict=True)
+                  if count > 0}
+        for name, value in {**values, **baseline_ratios(values)}.items():
+            # Already reduced; sync_dist only keeps Lightning from warning under DDP.
+            self.log(f"val/{name}", value, sync_dist=True)
+
+    def _log_losses(self, stage: str, logged: dict[str, torch.Tensor], batch_size: int) -> None:
+        sync = stage != "train"  # epoch-level validation metrics are reduced across ranks
+        for name, value in logged.items():
+            if sync and not name.startswith("loss"):
+                # Parts are masked means over a subset of the batch: batch-size weighting would
+                # bias their epoch average. Validation reports them, weighted right, as val/<m>/*.
+                continue
+            self.log(f"{stage}/{name}", value, batch_size=batch_size, prog_bar=name == "loss",
+                     sync_dist=sync)
+
+    def on_validation_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.baselines is None and datamodule is not None:
+            self.baselines = estimate_baselines(self.model, datamodule.train_dataloader(),
+                                                self.baseline_batches)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mmae_version"] = __version__
+        checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
+        checkpoint["mmae_baselines"] = self.baselines
+        checkpoint["mmae_nonfinite_skipped"] = self.nonfinite_skipped
+        # Every rank's generators (called on all ranks; rank zero writes the file).
+        checkpoint["mmae_random_state"] = self._gather_over_ranks(random_state.capture())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.baselines = checkpoint.get("mmae_baselines")
+        self.nonfinite_skipped = checkpoint.get("mmae_nonfinite_skipped", 0)
+        states = checkpoint.get("mmae_random_state")
+        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+            # This rank's state if the world size is unchanged; otherwise the checkpoint's
+            # rank-zero state (the run goes on, but no longer equals an uninterrupted one).
+            rank = self.global_rank if len(states) == self.trainer.world_size else 0
+            self._resumed_random_state = states[rank]
+
+    def on_train_start(self) -> None:
+        # Restored here, after loading and any sanity check, so the next draw is the one the
+        # uninterrupted run would have made.
+        if self._resumed_random_state is not None:
+            random_state.restore(self._resumed_random_state)
+            self._resumed_random_state = None
+
+    def _distributed(self) -> bool:
+        # The trainer's world, not dist.is_initialized(): Lightning leaves a process group
+        # behind, which a later single-process fit in the same Python must not wait on.
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _union_over_ranks(self, names) -> set[str]:
+        if not self._distributed():
+            return set(names)
+        gathered: list = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, sorted(names))
+        return set().union(*gathered)
+
+    def _gather_over_ranks(self, state: dict) -> list[dict]:
+        if not self._distributed():
+            return [state]
+        gathered: list = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, state)
+        return gathered
