@@ -144,10 +144,11 @@ def imputation_summary(metrics: Mapping[str, float], modalities: Iterable[str],
 
 def format_imputation(summary: Mapping[str, Mapping], title: str = "modality") -> str:
     """The table of an `imputation_summary`: can each modality be reconstructed from the others?"""
-    lines = [f"{title:<16}{'from all':>12}{'from others':>14}{'mean baseline':>15}{'gain':>8}"]
+    first = max(12, len(title) + 1, *(len(name) + 2 for name in summary))
+    lines = [f"{title:<{first}}{'from all':>12}{'from others':>14}{'mean baseline':>15}{'gain':>8}"]
     for name, row in summary.items():
         cells = "".join(f"{'-':>{w}}" if row.get(k) is None else f"{row[k]:>{w}.4f}"
                         for k, w in (("from_all", 12), ("from_others", 14), ("baseline_mean", 15)))
         gain = row.get("gain_over_baseline")
-        lines.append(f"{name:<16}{cells}{'-' if gain is None else f'{gain:.0%}':>8}")
+        lines.append(f"{name:<{first}}{cells}{'-' if gain is None else f'{gain:.0%}':>8}")
     return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""The house rules of docs/architecture.md that `lint-imports` does not see: no import circle
+inside a layer either (lazy imports count), six modules at most at the top of mmae/, and a
+top-level namespace that stays free of the training stack."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import mmae
+
+PACKAGE = Path(mmae.__file__).parent
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """mmae module -> the mmae modules it imports anywhere in its body."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            # (importing a package's module runs the package's __init__ first: not an edge back)
+            graph[name] |= {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def _a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_circle_among_mmae_modules():
+    assert _a_cycle(_import_graph()) is None
+
+
+def test_the_circle_finder_finds_one():
+    assert _a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+def test_at_most_six_modules_at_the_top_of_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= 6, top
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()} == {
+        "cli", "config", "training", "analysis", "data", "artifacts", "modalities", "core"}
+
+
+def test_the_top_level_namespace_loads_no_training_stack():
+    code = ("import sys, mmae; mmae.load_encoder; "
+            "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'wandb', 'hydra', 'omegaconf') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
