@@ -4,8 +4,8 @@ import torch
 from mmae.core.errors import ConfigError, InputError
 from mmae.core.modality import Modality
 from mmae.data import SyntheticMultimodal, split_batch
-from mmae.data.synthetic import CLASS_WORDS
 from mmae.modalities import AudioModality, ImageModality, TextModality, VectorModality
+from mmae.modalities.text import CLASS_WORDS
 from mmae.training.datamodule import MultimodalDataModule
 
 

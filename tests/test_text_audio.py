@@ -7,9 +7,8 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from mmae.cli.train import train
 from mmae.core.errors import ConfigError
-from mmae.data.synthetic import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS
 from mmae.modalities import AudioModality, TextModality
-from mmae.modalities.text import CharTokenizer
+from mmae.modalities.text import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS, CharTokenizer
 
 TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
 

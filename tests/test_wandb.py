@@ -23,7 +23,7 @@ from wandb_records import read_offline_run, read_run
 import mmae.config  # noqa: F401 - registers the mmae.wandb_offline resolver
 from mmae.analysis import media
 from mmae.cli.train import train
-from mmae.data.synthetic import CLASS_WORDS
+from mmae.modalities.text import CLASS_WORDS
 from mmae.training.callbacks import ReconstructionMedia
 from mmae.training.module import AutoencoderModule
 from mmae.training.tracking import log_encoder_artifact, wandb_offline_default
