@@ -47,8 +47,6 @@ def test_views_share_the_class_signal():
 
 def test_unrenderable_kind_and_bad_arguments_are_rejected():
     class Graph(Modality):
-        kind = "graph"
-
         def build_encoder(self, embed_dim):
             raise NotImplementedError
 
@@ -58,8 +56,8 @@ def test_unrenderable_kind_and_bad_arguments_are_rejected():
         def config(self):
             return {}
 
-    with pytest.raises(ConfigError, match=r"cannot render modality 'molecule' of kind 'graph'; "
-                                          r"it renders kinds \['audio', 'image', 'text', 'vector'\]"):
+    with pytest.raises(ConfigError, match=r"cannot render modality 'molecule': Graph has no synthetic view "
+                                          r"\(Modality.synthetic_view\): use it with data=manifest"):
         SyntheticMultimodal({"molecule": Graph((4,))})
     with pytest.raises(ConfigError, match="split must be one of"):
         _dataset(split="training")

@@ -52,7 +52,8 @@ def test_eval_cli_reports_probes_per_modality_and_imputation(run, capsys):
     probes = results["linear_probe_accuracy"]
     assert set(probes) == {"all modalities", "image only", "vector only", "PCA-8 of the inputs"}
     assert all(0.0 <= v <= 1.0 for v in probes.values())
-    assert set(results["imputation"]["image"]) == {"from_all", "from_others", "baseline_mean"}
+    assert set(results["imputation"]["image"]) == {"from_all", "from_others", "baseline_mean",
+                                                   "gain_over_baseline"}
     assert "linear probe (test accuracy)" in capsys.readouterr().out
 
 
