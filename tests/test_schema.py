@@ -272,3 +272,16 @@ def test_cli_exits_with_the_message_and_no_traceback(tmp_path):
             f"mmae.core.model.MultimodalAutoencoder: {MODEL_KEYS}") in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()  # refused before Hydra made the run directory
+
+
+def test_a_bad_key_with_a_config_dir_of_your_own_is_refused_before_the_run_directory(tmp_path):
+    """`hydra.searchpath` (your own modality or experiment configs) does not skip the check
+    made before Hydra creates the run directory."""
+    (tmp_path / "conf").mkdir()
+    out = tmp_path / "run"
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    result = subprocess.run([sys.executable, "-m", "mmae.train", search, "+model.latnt_dim=3",
+                             f"paths.output_dir={out}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "mmae-train: unknown key 'model.latnt_dim'" in result.stderr
+    assert not out.exists()

@@ -247,7 +247,8 @@ def _validate_overrides(overrides: list[str]) -> None:
     Hydra refuses naming only the key) lists the valid keys. Any other composition problem,
     sweeps (-m), Hydra's flags and `hydra.*` overrides are left to Hydra (`_hydra_main`
     validates each job)."""
-    if any(o.startswith(("-", "hydra.", "+hydra.")) for o in overrides):
+    if any(o.startswith(("-", "hydra.", "+hydra.")) and not o.lstrip("+").startswith("hydra.searchpath=")
+           for o in overrides):
         return  # (hydra.run.dir sets paths.output_dir, which composing here cannot see)
     try:
         compose_config("train", overrides)

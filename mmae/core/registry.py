@@ -91,7 +91,8 @@ class Registry(Generic[T]):
                 f"{where}: {self.kind} class '{reference}' is not one of mmae's ({', '.join(classes)}); "
                 "building it runs the code of its module. If you trust it, load with trust_code=True "
                 "(mmae.load_encoder(path, trust_code=True) or mmae.load_checkpoint_model(path, "
-                "trust_code=True))")
+                "trust_code=True); on the command line mmae-eval / mmae-features trust_code=true, "
+                "mmae-export --trust-code)")
         return _import_class(reference, base, self.kind, where)
 
 
