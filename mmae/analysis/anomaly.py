@@ -71,10 +71,9 @@ def _from_others(model: MultimodalAutoencoder, modality, name: str, features: di
     left = leave_one_out(model, features, present, name)
     if left is not None:
         rows, reconstructions = left
-        losses = modality.reconstruction_loss(reconstructions[name], features[name][rows]).float().cpu()
-        scored = present[name][rows].cpu()  # samples that hold the modality and some other one
-        error[torch.nonzero(rows.cpu()).flatten()[scored]] = losses[scored]
-    return error
+        loss = modality.reconstruction_loss(reconstructions[name], features[name][rows])
+        error[rows.cpu()] = loss.float().cpu()
+    return _masked(error, present[name].cpu())  # scored where the modality is there to compare
 
 
 class AnomalyScorer:

@@ -24,8 +24,10 @@ T = TypeVar("T", bound=type)
 class Registry(Generic[T]):
     """Names of one kind of component -> the class, in registration order."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, former_module: str | None = None):
         self.kind = kind
+        #: Where mmae 0.2 (export format 2) said these classes lived: `<former_module>.<Class>`.
+        self.former_module = former_module
         self._classes: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -82,10 +84,9 @@ class Registry(Generic[T]):
         classes = self._classes
         if reference in classes:
             return classes[reference]
-        legacy = {f"mmae.{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}": cls for cls in classes.values()}
-        legacy.update({f"mmae.modalities.{cls.__name__}": cls for cls in classes.values()})
-        if reference in legacy:
-            return legacy[reference]
+        former = {f"{self.former_module}.{cls.__name__}": cls for cls in classes.values()}
+        if self.former_module and reference in former:
+            return former[reference]
         if not trust_code:
             raise ExportError(
                 f"{where}: {self.kind} class '{reference}' is not one of mmae's ({', '.join(classes)}); "
@@ -113,6 +114,6 @@ def _import_class(reference: str, base: type, kind: str, where: str) -> type:
     return obj
 
 
-MODALITIES: Registry = Registry("modality")
-FUSIONS: Registry = Registry("fusion")
+MODALITIES: Registry = Registry("modality", former_module="mmae.modalities")
+FUSIONS: Registry = Registry("fusion", former_module="mmae.fusion")
 LOSS_TERMS: Registry = Registry("loss term")
