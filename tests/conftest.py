@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from mmae.config import CONFIG_DIR
 from mmae.modalities import ImageModality, VectorModality
+from mmae.modalities.text import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS
 
 
 @pytest.fixture
@@ -31,3 +34,19 @@ def small_modalities():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def saved_bert(tmp_path_factory):
+    """A tiny BERT and word-level tokenizer saved with save_pretrained: no download."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *CLASS_WORDS, *PRIVATE_WORDS,
+             *(w for group in FACTOR_WORDS for w in group)]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                            cls_token="[CLS]", sep_token="[SEP]").save_pretrained(folder)
+    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -2,31 +2,14 @@
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import BertModel
 
 from mmae.cli.train import train
 from mmae.core.errors import ConfigError
 from mmae.modalities import AudioModality, TextModality
-from mmae.modalities.text import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS, CharTokenizer
+from mmae.modalities.text import CLASS_WORDS, CharTokenizer
 
 TINY = ["experiment=tiny", "logger=none", "progress_bar=none"]
-
-
-@pytest.fixture(scope="module")
-def saved_bert(tmp_path_factory):
-    """A tiny BERT and word-level tokenizer saved with save_pretrained: no download."""
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *CLASS_WORDS, *PRIVATE_WORDS,
-             *(w for group in FACTOR_WORDS for w in group)]
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]",
-                            cls_token="[CLS]", sep_token="[SEP]").save_pretrained(folder)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=32)
-    BertModel(config).save_pretrained(folder)
-    return folder
 
 
 # A frozen backbone is kept in eval mode on purpose (no dropout); Lightning points that out.

@@ -43,14 +43,14 @@ def sample_errors(model: MultimodalAutoencoder, batches: Iterable[Mapping | None
         for batch in batches:
             if batch is None:
                 continue
-            features, present = features_of(model.encoder, batch)
-            reconstructions = model(features, present).reconstructions
+            features, present, raw = features_of(model.encoder, batch)
+            reconstructions = model(features, present, raw=raw).reconstructions
             for name, modality in model.modalities.items():
                 error = modality.reconstruction_loss(reconstructions[name], features[name])
                 columns.setdefault(f"{name}/from_all", []).append(_masked(error, present[name]))
                 if len(model.modalities) > 1:
                     columns.setdefault(f"{name}/from_others", []).append(
-                        _from_others(model, modality, name, features, present))
+                        _from_others(model, modality, name, features, present, raw))
             size = len(error)
             flags.append(batch["anomaly"].bool() if "anomaly" in batch else None)
             ids.append(batch["index"] if "index" in batch else torch.arange(seen, seen + size))
@@ -66,9 +66,9 @@ def _masked(error: Tensor, mask: Tensor) -> Tensor:
 
 
 def _from_others(model: MultimodalAutoencoder, modality, name: str, features: dict[str, Tensor],
-                 present: dict[str, Tensor]) -> Tensor:
+                 present: dict[str, Tensor], raw: dict[str, Tensor]) -> Tensor:
     error = torch.full(present[name].shape, torch.nan)
-    left = leave_one_out(model, features, present, name)
+    left = leave_one_out(model, features, present, name, raw)
     if left is not None:
         rows, reconstructions = left
         loss = modality.reconstruction_loss(reconstructions[name], features[name][rows])

@@ -20,18 +20,19 @@ from mmae.core.model import MultimodalAutoencoder, evaluating
 
 def _prepare(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
              present: Mapping[str, Tensor] | None,
-             preprocessed: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+             preprocessed: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
     unknown = sorted(set(inputs) - set(model.modalities))
     if unknown:
         raise InputError(f"unknown modalities {unknown}; the model has {sorted(model.modalities)}")
     if not inputs:
         raise InputError(f"no input: give at least one of {sorted(model.modalities)}")
     features = dict(inputs) if preprocessed else model.encoder.preprocess(inputs)
+    raw = None if preprocessed else dict(inputs)  # what encoders of raw inputs (speech backbones) read
     batch = len(next(iter(features.values())))
     device = next(iter(features.values())).device
     masks = {name: (present[name] if present is not None and name in present
                     else torch.ones(batch, dtype=torch.bool, device=device)) for name in features}
-    return features, masks
+    return features, masks, raw
 
 
 @torch.no_grad()
@@ -40,9 +41,9 @@ def denoise(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
     """The given modalities cleaned: each one's reconstruction from every present input (the
     deterministic code; a VAE's posterior mean). Samples where a modality is missing get its
     reconstruction from the others."""
-    features, masks = _prepare(model, inputs, present, preprocessed)
+    features, masks, raw = _prepare(model, inputs, present, preprocessed)
     with evaluating(model):
-        reconstructions = model(features, masks).reconstructions
+        reconstructions = model(features, masks, raw=raw).reconstructions
     return {name: model.modalities[name].as_features(reconstructions[name]) for name in features}
 
 
@@ -52,9 +53,9 @@ def impute(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
     """Every modality of the model for every sample: present values as given (as features),
     missing ones (not in `inputs`, or masked out by `present`) reconstructed from the present
     ones."""
-    features, masks = _prepare(model, inputs, present, preprocessed)
+    features, masks, raw = _prepare(model, inputs, present, preprocessed)
     with evaluating(model):
-        reconstructions = model(features, masks).reconstructions
+        reconstructions = model(features, masks, raw=raw).reconstructions
     completed = {}
     for name, modality in model.modalities.items():
         filled = modality.as_features(reconstructions[name])

@@ -34,8 +34,8 @@ class Features:
 def _code_fn(encoder: MultimodalAutoencoder | FrozenEncoder):
     """Features and masks -> deterministic codes, for a trained model or a loaded export."""
     if isinstance(encoder, MultimodalAutoencoder):
-        return lambda features, present: encoder.encoder(features, present).code
-    return lambda features, present: encoder(features, present, preprocessed=True)
+        return lambda features, present, raw: encoder.encoder(features, present, raw=raw).code
+    return lambda features, present, raw: encoder(features, present, preprocessed=True, raw=raw)
 
 
 @torch.no_grad()
@@ -54,11 +54,12 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
     for batch in tqdm(batches, desc="encoding", disable=not progress):
         if batch is None:
             continue
-        features, present = features_of(encoder.encoder, batch, names)
+        features, present, raw = features_of(encoder.encoder, batch, names)
         keep = torch.stack(list(present.values()), dim=1).any(dim=1)
         if keep.any():
             codes.append(code_of({n: x[keep] for n, x in features.items()},
-                                 {n: p[keep] for n, p in present.items()}))
+                                 {n: p[keep] for n, p in present.items()},
+                                 {n: x[keep] for n, x in raw.items()}))
             labels.append(batch["label"][keep.cpu()])
             ids.append(batch["index"][keep.cpu()])
     encoder.train(was_training)
@@ -115,7 +116,7 @@ def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
     for batch in batches:
         if batch is None:
             continue
-        features, present = features_of(encoder.encoder, batch)
+        features, present, _ = features_of(encoder.encoder, batch)
         rows.append(torch.cat([features[n].float().flatten(1) * present[n].unsqueeze(1)
                                for n in encoder.modalities], dim=1).cpu())
         labels.append(batch["label"])
@@ -151,8 +152,8 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
     for batch in test_batches:
         if batch is None:
             continue
-        features, present = features_of(model.encoder, batch)
-        sums = reconstruction_sums(model, features, present, baselines)
+        features, present, raw = features_of(model.encoder, batch)
+        sums = reconstruction_sums(model, features, present, baselines, raw=raw)
         for key, (total, count) in sums.items():
             entry = totals.setdefault(key, [0.0, 0])
             entry[0] += float(total)
@@ -165,7 +166,8 @@ def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
     """Per batch: `(clean, noisy, cleaned, present, ids)`, features of every modality, where
     `noisy` adds Gaussian noise of `sigma` in the features' own units (pixels, log-mel; 0: the
     data as it is), so the figures read the same whatever the model, and `cleaned` is
-    `mmae.denoise` of it."""
+    `mmae.denoise` of it. A modality encoded from its raw input (a speech backbone) is left
+    out: noise on its features would never reach its encoder."""
     from mmae.analysis.applications import denoise
     from mmae.core.corruption import GaussianNoise
 
@@ -174,7 +176,9 @@ def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
     for batch in batches:
         if batch is None:
             continue
-        clean, present = features_of(model.encoder, batch)
+        clean, present, raw = features_of(model.encoder, batch)
+        clean = {n: x for n, x in clean.items() if n not in raw}
+        present = {n: p for n, p in present.items() if n not in raw}
         noisy, _ = noise({n: x.cpu() for n, x in clean.items()}, present, generator, model.modalities)
         noisy = to_device(noisy, device)
         yield clean, noisy, denoise(model, noisy, present, preprocessed=True), present, batch.get("index")

@@ -52,7 +52,8 @@ def _concat(parts: Sequence[Mapping], limit: int) -> dict:
 
 
 def cross_reconstructions(model: MultimodalAutoencoder, features: Mapping[str, Tensor],
-                          present: Mapping[str, Tensor], name: str, limit: int) -> dict[str, Tensor] | None:
+                          present: Mapping[str, Tensor], name: str, limit: int,
+                          raw: Mapping[str, Tensor] | None = None) -> dict[str, Tensor] | None:
     """For modality `name`, features of up to `limit` samples that hold it (and, with other
     modalities, some other one): the input, its reconstruction from every present
     modality, and (with other modalities) its imputation from the others alone."""
@@ -63,18 +64,19 @@ def cross_reconstructions(model: MultimodalAutoencoder, features: Mapping[str, T
         return None
     inputs = {m: x[chosen] for m, x in features.items()}
     masks = {m: p[chosen] for m, p in present.items()}
+    raw = {m: x[chosen] for m, x in (raw or {}).items()}
     with evaluating(model):
-        rows = {ROWS[0]: inputs[name], ROWS[1]: model(inputs, masks).reconstructions[name]}
+        rows = {ROWS[0]: inputs[name], ROWS[1]: model(inputs, masks, raw=raw).reconstructions[name]}
         if others:  # every chosen sample holds another modality
-            rows[ROWS[2]] = leave_one_out(model, inputs, masks, name)[1][name]
+            rows[ROWS[2]] = leave_one_out(model, inputs, masks, name, raw)[1][name]
     return rows
 
 
 def latent_codes(model: MultimodalAutoencoder, features: Mapping[str, Tensor],
-                 present: Mapping[str, Tensor]) -> Tensor:
+                 present: Mapping[str, Tensor], raw: Mapping[str, Tensor] | None = None) -> Tensor:
     """The deterministic codes (posterior means for a VAE) from every present modality."""
     with evaluating(model):
-        return model.encoder(features, present).code
+        return model.encoder(features, present, raw=raw).code
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, scale: int = 1,

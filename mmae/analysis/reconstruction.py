@@ -42,32 +42,41 @@ def _add_all(sums: Sums, name: str, removed: str | None, modality, reconstructio
 
 
 def leave_one_out(model: MultimodalAutoencoder, features: Mapping[str, Tensor],
-                  present: Mapping[str, Tensor], removed: str) -> tuple[Tensor, dict[str, Tensor]] | None:
+                  present: Mapping[str, Tensor], removed: str, raw: Mapping[str, Tensor] | None = None,
+                  cached: Mapping[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]] | None:
     """Every modality reconstructed with `removed` taken out of the input (removing a target
     itself is its cross-modal imputation), on the rows that keep some other modality:
-    `(rows, reconstructions of those rows)`, or None where no row keeps one."""
+    `(rows, reconstructions of those rows)`, or None where no row keeps one. `raw` and
+    `cached`: see `MultimodalEncoder.forward`."""
     reduced = {n: p if n != removed else torch.zeros_like(p) for n, p in present.items()}
     rows = torch.stack(list(reduced.values()), dim=1).any(dim=1)
     if not bool(rows.any()):
         return None
     inputs = {n: x[rows] for n, x in features.items() if n != removed}
-    return rows, model(inputs, {n: reduced[n][rows] for n in inputs}).reconstructions
+    return rows, model(inputs, {n: reduced[n][rows] for n in inputs}, raw=_rows(raw, rows),
+                       cached=_rows(cached, rows)).reconstructions
+
+
+def _rows(tensors: Mapping[str, Tensor] | None, rows: Tensor) -> dict[str, Tensor] | None:
+    return None if tensors is None else {n: x[rows] for n, x in tensors.items()}
 
 
 @torch.no_grad()
 def reconstruction_sums(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
                         present: Mapping[str, Tensor],
                         baselines: Mapping[str, Tensor] | None = None,
-                        output: AutoencoderOutput | None = None) -> Sums:
+                        output: AutoencoderOutput | None = None, raw: Mapping[str, Tensor] | None = None,
+                        cached: Mapping[str, Tensor] | None = None) -> Sums:
     """Per metric name, the (sum of per-sample values, number of samples) over one batch of
     features. Returning sums rather than means lets the caller weight batches correctly.
 
     `baselines` holds each modality's "training mean" prediction of one sample; `output` is the
-    model's output on the full batch when the caller already has it.
+    model's output on the full batch when the caller already has it. `raw` and `cached`: see
+    `MultimodalEncoder.forward`.
     """
     modalities = model.modalities
     sums: Sums = {}
-    output = model(inputs, present) if output is None else output
+    output = model(inputs, present, raw=raw, cached=cached) if output is None else output
     for name, modality in modalities.items():
         _add_all(sums, name, None, modality, output.reconstructions[name], inputs[name], present[name])
         if baselines is not None and name in baselines:
@@ -78,7 +87,7 @@ def reconstruction_sums(model: MultimodalAutoencoder, inputs: Mapping[str, Tenso
     if len(modalities) < 2:
         return sums
     for removed in modalities:
-        left = leave_one_out(model, inputs, present, removed)
+        left = leave_one_out(model, inputs, present, removed, raw, cached)
         if left is None:
             continue
         rows, recon = left
@@ -101,7 +110,7 @@ def estimate_baselines(model: MultimodalAutoencoder, batches: Iterable[Mapping],
             break
         if batch is None:  # every sample of the batch was skipped (manifest on_error=skip)
             continue
-        features, present = features_of(model.encoder, batch)
+        features, present, _ = features_of(model.encoder, batch)
         for name, modality in model.modalities.items():
             mask = present[name]
             if not bool(mask.any()):

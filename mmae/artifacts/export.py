@@ -7,6 +7,10 @@ An export is a directory:
     statistics included; fusion; sizes), the mmae version and the SHA-256 of the weights file;
   - what a modality needs besides (`Modality.export_assets`: e.g. `tokenizers/<modality>/`).
 
+With `reference_pretrained=True`, frozen pretrained backbones are not stored: the export names
+the model (its directory or hub name) and the SHA-256 of its weights, and loading reads them
+from there, refusing a model whose weights are not the ones trained with.
+
 `load_encoder` needs none of the training stack (no Lightning, Hydra or W&B), never
 unpickles, and builds only mmae's own classes unless told `trust_code=True`.
 """
@@ -98,20 +102,43 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_encoder(model: MultimodalAutoencoder, directory: str | Path) -> Path:
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes and bytes), to recognise weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def export_encoder(model: MultimodalAutoencoder, directory: str | Path,
+                   reference_pretrained: bool = False) -> Path:
     """Write the encoder of `model` as an export directory; the write is atomic (a staging
     directory beside it, fsynced and renamed into place, see `mmae.artifacts.atomic.atomic_directory`), so a
-    crash never leaves a half-written export, and an existing one is replaced whole."""
+    crash never leaves a half-written export, and an existing one is replaced whole.
+    `reference_pretrained`: name frozen pretrained backbones instead of storing them (see the
+    module docstring)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     with atomic_directory(directory) as staging:
         description = describe(model)
         description.pop("decoder")
+        referenced = {}
         for name, modality in model.encoder.modalities.items():  # e.g. tokenizers, backbone configs
             config = description["modalities"][name]["config"]
-            config.update(modality.export_assets(model.encoder.encoders[name], staging, name))
-        state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
+            encoder = model.encoder.encoders[name]
+            prefix = modality.referenced_weights(encoder) if reference_pretrained else None
+            if prefix is None:
+                config.update(modality.export_assets(encoder, staging, name))
+            else:  # the config keeps the model's name; its weights stay where they are
+                referenced[name] = {"prefix": f"encoders.{name}.{prefix}",
+                                    "sha256": weights_fingerprint(encoder.get_submodule(prefix.rstrip(".")))}
+        if referenced:
+            description["referenced_weights"] = referenced
+        state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()
+                 if not any(k.startswith(r["prefix"]) for r in referenced.values())}
         save_file(state, staging / WEIGHTS, metadata={"format": "pt", "mmae_version": __version__})
         description["weights_sha256"] = sha256(staging / WEIGHTS)
         (staging / CONFIG).write_text(json.dumps(description, indent=2), encoding="utf-8")
@@ -122,8 +149,9 @@ class FrozenEncoder(nn.Module):
     """An exported encoder: any non-empty subset of modalities -> codes `[B, latent_dim]`.
 
     Inputs are raw (as a dataset yields them: waveforms, pixels in [0, 1], token ids), or
-    features when `preprocessed=True`. For a VAE the code is the posterior mean, or a
-    posterior sample when built with `sample=True`.
+    features when `preprocessed=True` (then modalities encoded from their raw input, speech
+    backbones, also need `raw=`). For a VAE the code is the posterior mean, or a posterior
+    sample when built with `sample=True`.
     """
 
     def __init__(self, encoder: MultimodalEncoder, description: Mapping, sample: bool = False):
@@ -143,10 +171,10 @@ class FrozenEncoder(nn.Module):
         return self.encoder.latent_dim
 
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
-                preprocessed: bool = False) -> Tensor:
+                preprocessed: bool = False, raw: Mapping[str, Tensor] | None = None) -> Tensor:
         with torch.no_grad():
             features = dict(inputs) if preprocessed else self.encoder.preprocess(inputs)
-            encoding = self.encoder(features, present)
+            encoding = self.encoder(features, present, raw=raw if preprocessed else inputs)
             if self.sample and encoding.posterior is not None:
                 return encoding.posterior.sample()
             return encoding.code
@@ -220,14 +248,28 @@ def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = Fals
         raise
     except (TypeError, KeyError, AttributeError, ValueError, OSError) as error:
         raise ExportError(f"{folder / CONFIG} does not describe an encoder: {error}") from None
+    referenced = config.get("referenced_weights") or {}
+    _check_referenced(folder, encoder, referenced)
     try:
         missing, unexpected = encoder.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # a tensor of another shape than config.json implies
         raise ExportError(f"{folder / WEIGHTS} does not match config.json: {error}") from None
+    missing = [k for k in missing if not any(k.startswith(r["prefix"]) for r in referenced.values())]
     if missing or unexpected:
         raise ExportError(f"{folder / WEIGHTS} does not match config.json: missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]}")
     return FrozenEncoder(encoder, config, sample=sample)
+
+
+def _check_referenced(folder: Path, encoder: MultimodalEncoder, referenced: Mapping) -> None:
+    """The pretrained weights an export refers to must be the ones it was trained with."""
+    for name, entry in referenced.items():
+        prefix = entry["prefix"].removeprefix(f"encoders.{name}.").rstrip(".")
+        if weights_fingerprint(encoder.encoders[name].get_submodule(prefix)) != entry["sha256"]:
+            source = getattr(getattr(encoder.modalities[name], "backbone", None), "model", "?")
+            raise ExportError(f"{folder}: modality '{name}' refers to the pretrained model {source}, whose "
+                              "weights here are not the ones this encoder was trained with (SHA-256 "
+                              "differs): give it the same model, or export with its weights stored")
 
 
 def load_checkpoint_model(checkpoint_path: str | Path, trust_code: bool = False) -> MultimodalAutoencoder:

@@ -51,8 +51,17 @@ def export_onnx(encoder: FrozenEncoder, path: str | Path) -> float | None:
     batch = torch.export.Dim("batch", min=1)
     generator = torch.Generator().manual_seed(0)
     examples = _example_inputs(encoder, 2, generator)
-    torch.onnx.export(wrapper, tuple(examples), path, dynamo=True, input_names=names,
-                      output_names=["code"], dynamic_shapes=(tuple({0: batch} for _ in examples),))
+    try:
+        torch.onnx.export(wrapper, tuple(examples), path, dynamo=True, input_names=names,
+                          output_names=["code"], dynamic_shapes=(tuple({0: batch} for _ in examples),))
+    except Exception as error:  # torch.export and the ONNX translation raise many kinds
+        backbones = {n: type(e.backbone).__name__ for n, e in encoder.encoder.encoders.items()
+                     if hasattr(e, "backbone")}
+        raise ConfigError(
+            f"ONNX export could not trace this encoder{f' (backbones: {backbones})' if backbones else ''}: "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}. "
+            "The safetensors export is complete and loads with mmae.load_encoder; ONNX is optional"
+        ) from error
     try:
         import onnxruntime
     except ImportError:

@@ -17,16 +17,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help="export directory (default: <run dir>/encoder)")
     parser.add_argument("--format", choices=("safetensors", "onnx"), default="safetensors",
                         help="onnx: also write encoder.onnx, checked against PyTorch")
+    parser.add_argument("--reference-pretrained", action="store_true",
+                        help="name frozen pretrained backbones instead of storing their weights "
+                             "(loading then needs those models locally)")
     parser.add_argument("--trust-code", action="store_true",
                         help="the checkpoint names a modality or fusion class of your own: import it")
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
     output = Path(args.output) if args.output else checkpoint.resolve().parent.parent / "encoder"
-    run_command("mmae-export", lambda: _export(checkpoint, output, args.format, args.trust_code))
+    run_command("mmae-export", lambda: _export(checkpoint, output, args.format, args.trust_code,
+                                               args.reference_pretrained))
 
 
-def _export(checkpoint: Path, output: Path, format: str, trust_code: bool) -> None:
-    export_encoder(load_checkpoint_model(checkpoint, trust_code=trust_code), output)
+def _export(checkpoint: Path, output: Path, format: str, trust_code: bool, reference: bool) -> None:
+    export_encoder(load_checkpoint_model(checkpoint, trust_code=trust_code), output,
+                   reference_pretrained=reference)
     print(f"mmae-export: encoder written to {output}")
     if format == "onnx":
         error = export_onnx(load_encoder(output, trust_code=trust_code), output / "encoder.onnx")

@@ -62,6 +62,10 @@ class Modality(ABC):
     multi_column: ClassVar[bool] = False
     #: "float" for continuous inputs; "long" for token / category indices.
     dtype_kind: ClassVar[str] = "float"
+    #: True when the encoder reads the raw input rather than the features (a speech backbone
+    #: reads the waveform while the decoder reconstructs the log-mel): `MultimodalEncoder`
+    #: then takes it as `raw=`.
+    encodes_raw: bool = False
 
     def __init__(self, shape: tuple[int, ...], raw_shape: tuple[int, ...] | None = None,
                  column: str | None = None):
@@ -218,6 +222,12 @@ class Modality(ABC):
         tokenizer) and return the `config()` entries that change so the export rebuilds
         this modality on its own (paths relative to `folder`); default: nothing."""
         return {}
+
+    def referenced_weights(self, encoder: nn.Module) -> str | None:
+        """The prefix (within this modality's `encoder`) of weights that an export may leave out
+        because they load by name from a pretrained model (`export_encoder(...,
+        reference_pretrained=True)`): a frozen backbone's. Default: None (none)."""
+        return None
 
     @classmethod
     def from_export(cls, config: dict, root: Path | None) -> Modality:

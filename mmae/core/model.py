@@ -166,14 +166,37 @@ class MultimodalEncoder(nn.Module):
         # Missing samples are zeroed after this: they sit at the training mean.
         return self.standardizers[name](x) if name in self.standardizers else x
 
-    def forward(self, inputs: Mapping[str, Tensor],
-                present: Mapping[str, Tensor] | None = None) -> Encoding:
-        """Encode features (see `preprocess`) of any non-empty subset of the modalities."""
+    def encoder_input(self, name: str, features: Tensor, raw: Mapping[str, Tensor] | None) -> Tensor:
+        """What modality `name`'s encoder reads: its standardised features, or its raw input
+        for a modality that `encodes_raw` (a speech backbone reads the waveform)."""
+        modality = self.modalities[name]
+        if not modality.encodes_raw:
+            return self._standardize(name, features)
+        if raw is None or name not in raw:
+            raise InputError(f"modality '{name}' is encoded from its raw input (its backbone reads "
+                             f"{list(modality.raw_shape)}-shaped raw samples), which was not given: pass "
+                             "raw={'" + name + "': ...} (or raw inputs, not preprocessed ones)")
+        modality.check_raw(name, raw[name])
+        return raw[name]
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
+                raw: Mapping[str, Tensor] | None = None,
+                cached: Mapping[str, Tensor] | None = None) -> Encoding:
+        """Encode features (see `preprocess`) of any non-empty subset of the modalities.
+
+        `raw` holds the raw inputs of modalities that `encodes_raw`; `cached` the output of a
+        frozen backbone's stem (`BackboneEncoder.stem`) per modality, computed earlier for
+        these samples (`mmae.data.stem_cache`), which then runs only the encoder's head.
+        """
         masks = _presence(inputs, present, self.modalities)
-        embeddings = {
-            name: self.encoders[name](zero_missing(self._standardize(name, x), masks[name]))
-            for name, x in inputs.items()
-        }
+        cached = cached or {}
+        embeddings = {}
+        for name, x in inputs.items():
+            if name in cached:
+                embeddings[name] = self.encoders[name].head(zero_missing(cached[name], masks[name]))
+            else:
+                x = self.encoder_input(name, x, raw)
+                embeddings[name] = self.encoders[name](zero_missing(x, masks[name]))
         fused = self.fusion(embeddings, masks)
         if isinstance(fused, Posterior):
             return Encoding(fused.mu, fused)
@@ -231,13 +254,15 @@ class MultimodalAutoencoder(nn.Module):
         return self.encoder.variational
 
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
-                sample: bool | None = None) -> AutoencoderOutput:
+                sample: bool | None = None, raw: Mapping[str, Tensor] | None = None,
+                cached: Mapping[str, Tensor] | None = None) -> AutoencoderOutput:
         """Encode any non-empty subset of modalities and decode all of them.
 
         `sample` (VAE only) decodes a posterior sample rather than the mean; it defaults to
         sampling in training mode only. Decoding a subset's posterior is cross-modal generation.
+        `raw` and `cached`: see `MultimodalEncoder.forward`.
         """
-        encoding = self.encoder(inputs, present)
+        encoding = self.encoder(inputs, present, raw=raw, cached=cached)
         posterior = encoding.posterior
         draw = self.training if sample is None else sample
         latent = posterior.sample() if posterior is not None and draw else encoding.code

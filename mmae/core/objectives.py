@@ -38,7 +38,8 @@ class Step:
     input gradients); `targets` and `present` describe the clean batch. `global_step` is None
     at validation, where schedules (KL warm-up) are at their final value. `likelihoods` are
     the decoder's distributions (`JointDecoder.likelihoods`); without them reconstruction is
-    scored by each modality's plain `reconstruction_loss`.
+    scored by each modality's plain `reconstruction_loss`. `raw` and `cached` are what the
+    encoder read besides `inputs` (see `MultimodalEncoder.forward`).
     """
 
     modalities: Mapping[str, Modality]
@@ -48,6 +49,8 @@ class Step:
     inputs: Mapping[str, Tensor] | None = None
     global_step: int | None = None
     likelihoods: Mapping[str, Likelihood] | None = None
+    raw: Mapping[str, Tensor] | None = None
+    cached: Mapping[str, Tensor] | None = None
 
 
 @dataclass

@@ -34,11 +34,18 @@ def split_batch(batch: Mapping, modalities: Iterable[str]) -> tuple[dict[str, Te
     return {m: batch[m] for m in modalities}, {m: present[m] for m in modalities}
 
 
+Tensors = dict[str, Tensor]
+
+
 def features_of(encoder: Any, batch: Mapping,
-                modalities: Iterable[str] | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """A collated batch's features and presence masks, on the encoder's device: the raw inputs
-    of `modalities` (default: all of `encoder.modalities`) through `encoder.preprocess`, the
-    one way from a batch to what a `MultimodalEncoder` encodes and a decoder reconstructs."""
+                modalities: Iterable[str] | None = None) -> tuple[Tensors, Tensors, Tensors]:
+    """A collated batch's features, presence masks and the raw inputs its encoder reads, on
+    the encoder's device: the raw inputs of `modalities` (default: all of
+    `encoder.modalities`) through `encoder.preprocess`, the one way from a batch to what a
+    `MultimodalEncoder` encodes (`encoder(features, present, raw=raw)`) and a decoder
+    reconstructs. `raw` holds only the modalities that `encodes_raw` (speech backbones)."""
     raw, present = split_batch(batch, list(encoder.modalities if modalities is None else modalities))
     device = next(encoder.parameters()).device
-    return encoder.preprocess(to_device(raw, device)), to_device(present, device)
+    raw = to_device(raw, device)
+    kept = {name: x for name, x in raw.items() if encoder.modalities[name].encodes_raw}
+    return encoder.preprocess(raw), to_device(present, device), kept

@@ -1,5 +1,7 @@
 """Audio: files decoded with soundfile, log-mel features computed inside the model, a CNN over
-the spectrogram, and Griffin-Lim to turn a reconstructed log-mel back into sound."""
+the spectrogram (the default) or a pretrained `transformers` speech backbone over the waveform
+(wav2vec 2.0, HuBERT, WavLM; Whisper's encoder; AST) with its feature extractor in torch, and
+Griffin-Lim to turn a reconstructed log-mel back into sound."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmae.core.backbone import Backbone, Pooling, processor_settings
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality, file_cell
 from mmae.core.nn import ConvNet
@@ -56,6 +59,89 @@ def fit_length(waveform: Tensor, num_samples: int) -> Tensor:
     return F.pad(waveform, (0, num_samples - length))
 
 
+class WaveformInputs(nn.Module):
+    """Waveforms -> `input_values` of wav2vec 2.0-style models: each clip standardised to zero
+    mean and unit variance when the extractor does so (`do_normalize`)."""
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        self.normalize = bool(settings.get("normalize", True))
+
+    def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], None]:
+        x = waveform.float()
+        if self.normalize:
+            variance = x.var(dim=1, keepdim=True, unbiased=False)
+            x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(variance + 1e-7)
+        return {"input_values": x}, None
+
+
+class WhisperInputs(nn.Module):
+    """Waveforms -> Whisper's `input_features`: padded to its 30 s window, log10-mel of its own
+    filter bank, clamped to 8 below each clip's peak and scaled, as its extractor does."""
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        from transformers import WhisperFeatureExtractor
+
+        extractor = WhisperFeatureExtractor(**{k: v for k, v in settings.items() if k != "type"})
+        self.n_fft, self.hop_length = extractor.n_fft, extractor.hop_length
+        self.n_samples = extractor.n_samples
+        self.register_buffer("filters", torch.from_numpy(extractor.mel_filters).float().T, persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], None]:
+        x = fit_length(waveform.float(), self.n_samples)
+        stft = torch.stft(x, self.n_fft, self.hop_length, window=self.window, return_complex=True)
+        power = stft[..., :-1].abs() ** 2
+        log_mel = (self.filters @ power).clamp_min(1e-10).log10()
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return {"input_features": (log_mel + 4.0) / 4.0}, None
+
+
+class FbankInputs(nn.Module):
+    """Waveforms -> the Audio Spectrogram Transformer's `input_values`: Kaldi filter banks of
+    `num_mel_bins`, padded or cut to `max_length` frames, normalised by its dataset statistics."""
+
+    def __init__(self, settings: dict):
+        super().__init__()
+        self.rate, self.bins = int(settings["sampling_rate"]), int(settings["num_mel_bins"])
+        self.frames = int(settings["max_length"])
+        self.normalize = bool(settings.get("do_normalize", True))
+        self.mean, self.std = float(settings.get("mean", 0.0)), float(settings.get("std", 0.5))
+
+    def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], None]:
+        from torchaudio.compliance.kaldi import fbank
+
+        banks = [fbank(clip.float().unsqueeze(0), sample_frequency=self.rate, window_type="hanning",
+                       num_mel_bins=self.bins) for clip in waveform]
+        x = torch.stack([fit_length(b.T, self.frames).T for b in banks])
+        if self.normalize:
+            x = (x - self.mean) / (2 * self.std)
+        return {"input_values": x}, None
+
+
+#: A saved feature extractor's type -> the torch module that does its work.
+EXTRACTORS: dict[str, type[nn.Module]] = {
+    "Wav2Vec2FeatureExtractor": WaveformInputs, "WhisperFeatureExtractor": WhisperInputs,
+    "ASTFeatureExtractor": FbankInputs}
+
+
+def feature_extractor(saved: dict) -> dict:
+    """The settings of a saved feature extractor that its `EXTRACTORS` module applies."""
+    kind = saved.get("feature_extractor_type")
+    if kind not in EXTRACTORS:
+        raise ConfigError(f"AudioModality: feature extractor {kind!r} is not one mmae computes in torch; "
+                          f"supported: {sorted(EXTRACTORS)}")
+    if kind == "Wav2Vec2FeatureExtractor":
+        return {"type": kind, "sampling_rate": int(saved["sampling_rate"]),
+                "normalize": bool(saved.get("do_normalize", True))}
+    keep = {"WhisperFeatureExtractor": ("feature_size", "sampling_rate", "n_fft", "hop_length",
+                                        "chunk_length"),
+            "ASTFeatureExtractor": ("sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean",
+                                    "std")}
+    return {"type": kind, **{k: saved[k] for k in keep[kind] if k in saved}}
+
+
 @MODALITIES.register("audio")
 class AudioModality(Modality):
     """Mono audio of `duration` seconds at `sample_rate`; files of another rate are resampled,
@@ -66,6 +152,13 @@ class AudioModality(Modality):
     (`normalize: false`: as it is). `to_waveform` inverts a reconstruction (inverse mel +
     Griffin-Lim) so it can be listened to. `hidden_channels: null` sizes the CNN from the
     spectrogram (see `mmae.core.nn`).
+
+    `model` (a directory saved with `save_pretrained`, or a hub name) encodes the waveform with
+    a pretrained speech backbone instead of the CNN; its feature extractor's settings are read
+    from the same place (or given as `extractor`), and its sampling rate must be the
+    modality's. The decoder still reconstructs the log-mel. `model_config` builds an untrained
+    backbone; `freeze`, `pooling`, `trainable_blocks`, `gradient_checkpointing`: see
+    `mmae.core.backbone.Backbone`.
     """
 
     statistics_axis = 1  # per mel band of [1, n_mels, frames]
@@ -75,7 +168,9 @@ class AudioModality(Modality):
                  hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] | None = None,
                  normalize: bool = True, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, likelihood: str = "gaussian",
-                 column: str | None = None):
+                 column: str | None = None, model: str | None = None, model_config: dict | None = None,
+                 extractor: dict | None = None, freeze: bool | None = None, pooling: Pooling = "mean",
+                 trainable_blocks: int | None = None, gradient_checkpointing: bool = False):
         if sample_rate <= 0 or duration <= 0 or hop_length <= 0 or n_fft <= 0 or n_mels <= 0:
             raise ConfigError("AudioModality: sample_rate, duration, n_fft, hop_length and n_mels must be "
                               f"positive, got {sample_rate}, {duration}, {n_fft}, {hop_length}, {n_mels}")
@@ -86,13 +181,43 @@ class AudioModality(Modality):
         super().__init__((1, self.n_mels, self.frames), raw_shape=(self.num_samples,), column=column)
         self.net = ConvNet("AudioModality", 1, self.n_mels, self.frames, hidden_channels)
         self._continuous(normalize, mean, std, likelihood)
+        self.backbone, self.extractor = None, None
+        if model is not None or model_config is not None:
+            self.backbone = Backbone("AudioModality", model, model_config, freeze, pooling, trainable_blocks,
+                                     gradient_checkpointing)
+            self.extractor = dict(extractor) if extractor is not None else self._default_extractor()
+            self._check_backbone_rate()
+
+    @property
+    def encodes_raw(self) -> bool:
+        """A speech backbone reads the waveform; the CNN reads the log-mel."""
+        return self.backbone is not None
+
+    def _default_extractor(self) -> dict:
+        if self.backbone.model is not None:
+            saved = processor_settings("AudioModality", self.backbone.model, "feature extractor")
+            return feature_extractor(saved)
+        return {"type": "Wav2Vec2FeatureExtractor", "sampling_rate": self.sample_rate, "normalize": True}
+
+    def _check_backbone_rate(self) -> None:
+        if self.extractor.get("type") not in EXTRACTORS:
+            raise ConfigError(f"AudioModality: extractor type must be one of {sorted(EXTRACTORS)}, "
+                              f"got {self.extractor.get('type')!r}")
+        rate = int(self.extractor.get("sampling_rate", self.sample_rate))
+        if rate != self.sample_rate:
+            raise ConfigError(f"AudioModality: backbone {self.backbone.source()} takes audio at {rate} Hz, "
+                              f"but this modality reads it at {self.sample_rate} Hz: set "
+                              f"modality.audio.sample_rate={rate} (files are resampled when read)")
 
     @property
     def hidden_channels(self) -> list[int]:
         return self.net.hidden_channels
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        return self.net.encoder(embed_dim)
+        if self.backbone is None:
+            return self.net.encoder(embed_dim)
+        adapter = EXTRACTORS[self.extractor["type"]](self.extractor)
+        return self.backbone.encoder(adapter, embed_dim, example=0.1 * torch.randn(1, self.num_samples))
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return self.net.decoder(hidden_dim)
@@ -168,4 +293,12 @@ class AudioModality(Modality):
         return {"sample_rate": self.sample_rate, "duration": self.duration, "n_fft": self.n_fft,
                 "hop_length": self.hop_length, "n_mels": self.n_mels,
                 "hidden_channels": self.hidden_channels, "normalize": self.normalize,
-                "mean": self.mean, "std": self.std, "likelihood": self.likelihood, "column": self.column}
+                "mean": self.mean, "std": self.std, "likelihood": self.likelihood, "column": self.column,
+                **({} if self.backbone is None else {**self.backbone.config(), "extractor": self.extractor})}
+
+    def export_assets(self, encoder: nn.Module, folder: Path, name: str) -> dict:
+        """A backbone's architecture in place of its path (the weights are in the export)."""
+        return {} if self.backbone is None else self.backbone.export_config()
+
+    def referenced_weights(self, encoder: nn.Module) -> str | None:
+        return None if self.backbone is None else self.backbone.referenced_weights()

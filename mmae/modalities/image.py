@@ -1,4 +1,6 @@
-"""Images: PNG/JPEG through Pillow, a small strided CNN encoder and a transposed-CNN decoder."""
+"""Images: PNG/JPEG through Pillow; a small strided CNN encoder (the default) or a pretrained
+`transformers` vision backbone (ViT, DINOv2, ConvNeXt, CLIP's vision tower) with its
+processor's resizing and normalisation in torch; a transposed-CNN decoder of the pixels."""
 
 from __future__ import annotations
 
@@ -11,12 +13,82 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmae.core.backbone import Backbone, Pooling, processor_settings
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality, file_cell
 from mmae.core.nn import ConvNet
 from mmae.core.registry import MODALITIES
 
 MODES = {1: "L", 3: "RGB"}
+#: Pillow's resampling filters (as image processors save them) -> `F.interpolate` modes.
+INTERPOLATIONS = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+
+
+def image_processor(saved: dict) -> dict:
+    """The settings of a saved `transformers` image processor that `ImageInputs` applies:
+    resize (to `height` x `width`, or the shorter side to `shortest_edge`), centre crop, and
+    per-channel normalisation. Pixels arrive in [0, 1], so the processor's 1/255 rescale is
+    already done."""
+    resize, crop = None, None
+    if saved.get("do_resize", True) and saved.get("size"):
+        size = dict(saved["size"])
+        if "shortest_edge" in size and saved.get("crop_pct") and size["shortest_edge"] < 384:
+            # ConvNeXt: resize to shortest_edge / crop_pct, then crop back to shortest_edge.
+            edge = size["shortest_edge"]
+            resize, crop = {"shortest_edge": int(edge / saved["crop_pct"])}, [edge, edge]
+        elif "shortest_edge" in size:
+            resize = {"shortest_edge": int(size["shortest_edge"])}
+        elif "height" in size and "width" in size:
+            resize = {"height": int(size["height"]), "width": int(size["width"])}
+    if saved.get("do_center_crop") and saved.get("crop_size"):
+        crop = [int(saved["crop_size"]["height"]), int(saved["crop_size"]["width"])]
+    normalize = saved.get("do_normalize", True) and saved.get("image_mean") and saved.get("image_std")
+    return {"resize": resize, "crop": crop,
+            "mean": [float(m) for m in saved["image_mean"]] if normalize else None,
+            "std": [float(s) for s in saved["image_std"]] if normalize else None,
+            "interpolation": INTERPOLATIONS.get(int(saved.get("resample", 2)), "bilinear")}
+
+
+class ImageInputs(nn.Module):
+    """Pixels `[B, C, H, W]` in [0, 1] -> a vision backbone's `pixel_values`: the image
+    processor's resize, centre crop and normalisation, in torch (on the model's device, and
+    part of the export)."""
+
+    def __init__(self, settings: dict, channels: int):
+        super().__init__()
+        self.resize, self.crop = settings.get("resize"), settings.get("crop")
+        self.interpolation = settings.get("interpolation", "bilinear")
+        mean, std = settings.get("mean"), settings.get("std")
+        self.normalize = mean is not None
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * channels).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [1.0] * channels).view(shape), persistent=False)
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """The size a `height x width` image is resized to (before the crop)."""
+        if self.resize is None:
+            return height, width
+        if "shortest_edge" in self.resize:
+            edge, short = self.resize["shortest_edge"], min(height, width)
+            return round(height * edge / short), round(width * edge / short)
+        return self.resize["height"], self.resize["width"]
+
+    def forward(self, pixels: Tensor) -> tuple[dict[str, Tensor], None]:
+        x = pixels.float()
+        if self.resize is not None:
+            height, width = x.shape[-2:]
+            size = self.resized(height, width)
+            if size != (height, width):
+                smooth = self.interpolation != "nearest"
+                x = F.interpolate(x, size=size, mode=self.interpolation, antialias=smooth,
+                                  **({"align_corners": False} if smooth else {}))
+        if self.crop is not None:
+            (height, width), (h, w) = x.shape[-2:], self.crop
+            top, left = max((height - h) // 2, 0), max((width - w) // 2, 0)
+            x = x[..., top:top + h, left:left + w]
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return {"pixel_values": x}, None
 
 
 
@@ -39,6 +111,13 @@ class ImageModality(Modality):
     with `mean`/`std`, fitted on the training split unless given (`normalize: false`: raw
     pixels); features and reconstructions stay pixels. A file of another size or mode is an
     error unless `resize` / `convert` allow fixing it.
+
+    `model` (a directory saved with `save_pretrained`, or a hub name) puts a pretrained vision
+    backbone under the encoder instead of the CNN; its image processor's settings are read
+    from the same place (or given as `processor`), and its input is the pixels, not the
+    standardised ones. `model_config` builds an untrained backbone from a transformers config.
+    `freeze` (default: frozen when pretrained), `pooling` (mean, cls, attention),
+    `trainable_blocks` and `gradient_checkpointing`: see `mmae.core.backbone.Backbone`.
     """
 
     statistics_axis = 0  # per channel
@@ -48,7 +127,9 @@ class ImageModality(Modality):
                  hidden_channels: Sequence[int] | None = None, normalize: bool = True,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  likelihood: str = "gaussian", resize: bool = False, convert: bool = False,
-                 column: str | None = None):
+                 column: str | None = None, model: str | None = None, model_config: dict | None = None,
+                 processor: dict | None = None, freeze: bool | None = None, pooling: Pooling = "mean",
+                 trainable_blocks: int | None = None, gradient_checkpointing: bool = False):
         height, width = (size, size) if isinstance(size, int) else tuple(size)
         super().__init__((channels, height, width), column=column)
         if channels not in MODES:
@@ -56,13 +137,48 @@ class ImageModality(Modality):
         self.net = ConvNet("ImageModality", channels, height, width, hidden_channels)
         self._continuous(normalize, mean, std, likelihood)
         self.resize, self.convert = resize, convert
+        self.backbone, self.processor = None, None
+        if model is not None or model_config is not None:
+            self.backbone = Backbone("ImageModality", model, model_config, freeze, pooling, trainable_blocks,
+                                     gradient_checkpointing, tower="vision_model")
+            self.processor = dict(processor) if processor is not None else self._default_processor()
+            self._check_backbone_channels()
+
+    def _default_processor(self) -> dict:
+        if self.backbone.model is not None:
+            saved = processor_settings("ImageModality", self.backbone.model, "image processor")
+            return image_processor(saved)
+        size = getattr(self.backbone.tower_config(), "image_size", None)  # a model built from a config
+        resize = {"height": size, "width": size} if isinstance(size, int) else None
+        return {"resize": resize, "crop": None, "mean": None, "std": None, "interpolation": "bilinear"}
+
+    def _check_backbone_channels(self) -> None:
+        channels, source = self.shape[0], self.backbone.source()
+        expected = getattr(self.backbone.tower_config(), "num_channels", None)
+        if expected is not None and expected != channels:
+            fix = ("set modality.image.channels=3 and modality.image.convert=true to read the images as RGB"
+                   if expected == 3 else f"set modality.image.channels={expected}")
+            raise ConfigError(f"ImageModality: backbone {source} takes {expected}-channel images, but this "
+                              f"modality has {channels} channel(s): {fix}")
+        for key in ("mean", "std"):
+            values = self.processor.get(key)
+            if values is not None and len(values) != channels:
+                raise ConfigError(f"ImageModality: the image processor of {source} normalises {len(values)} "
+                                  f"channels, but this modality has {channels} (processor {key}={values})")
 
     @property
     def hidden_channels(self) -> list[int]:
         return self.net.hidden_channels
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        return self.net.encoder(embed_dim)
+        if self.backbone is None:
+            return self.net.encoder(embed_dim)
+        return self.backbone.encoder(ImageInputs(self.processor, self.shape[0]), embed_dim,
+                                     example=torch.rand(1, *self.shape))
+
+    def build_standardizer(self) -> nn.Module | None:
+        # A backbone takes pixels and normalises them as it was trained to (ImageInputs).
+        return None if self.backbone is not None else super().build_standardizer()
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return self.net.decoder(hidden_dim)
@@ -127,4 +243,17 @@ class ImageModality(Modality):
         return {"channels": self.shape[0], "size": list(self.shape[1:]),
                 "hidden_channels": self.hidden_channels, "normalize": self.normalize,
                 "mean": self.mean, "std": self.std, "likelihood": self.likelihood,
-                "resize": self.resize, "convert": self.convert, "column": self.column}
+                "resize": self.resize, "convert": self.convert, "column": self.column,
+                **self._backbone_config()}
+
+    def _backbone_config(self) -> dict:
+        if self.backbone is None:
+            return {}
+        return {**self.backbone.config(), "processor": self.processor}
+
+    def export_assets(self, encoder: nn.Module, folder: Path, name: str) -> dict:
+        """A backbone's architecture in place of its path (the weights are in the export)."""
+        return {} if self.backbone is None else self.backbone.export_config()
+
+    def referenced_weights(self, encoder: nn.Module) -> str | None:
+        return None if self.backbone is None else self.backbone.referenced_weights()

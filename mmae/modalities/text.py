@@ -12,18 +12,16 @@ from __future__ import annotations
 import reprlib
 import string
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmae.core.backbone import Backbone, Pooling, load_pretrained
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
 from mmae.core.registry import MODALITIES
-
-Pooling = Literal["mean", "cls"]
-POOLINGS = get_args(Pooling)
 
 
 class CharTokenizer:
@@ -50,7 +48,7 @@ class PretrainedTokenizer:
     def __init__(self, name_or_path: str):
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.tokenizer = load_pretrained("TextModality", "tokenizer", AutoTokenizer, name_or_path)
         if self.tokenizer.pad_token_id is None:
             raise ConfigError(f"tokenizer {name_or_path} has no pad token")
         self.pad_token_id = self.tokenizer.pad_token_id
@@ -63,35 +61,17 @@ class PretrainedTokenizer:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-class TextEncoder(nn.Module):
-    """Backbone -> pooled hidden state -> linear embedding; a frozen backbone stays in eval mode."""
+class TokenInputs(nn.Module):
+    """Token ids -> a text backbone's `input_ids` and `attention_mask`; padding is left out of
+    the pooling."""
 
-    def __init__(self, backbone: nn.Module, pad_token_id: int, pooling: str, embed_dim: int,
-                 freeze: bool):
+    def __init__(self, pad_token_id: int):
         super().__init__()
-        self.backbone = backbone
         self.pad_token_id = pad_token_id
-        self.pooling = pooling
-        self.freeze = freeze
-        self.project = nn.Linear(backbone.config.hidden_size, embed_dim)
-        self.backbone.requires_grad_(not freeze)
-        self.train()  # from_pretrained returns eval mode; a trainable backbone needs its dropout
 
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        if self.freeze:
-            self.backbone.eval()  # no dropout in a frozen feature extractor
-        return self
-
-    def forward(self, ids: Tensor) -> Tensor:
+    def forward(self, ids: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         mask = ids != self.pad_token_id
-        hidden = self.backbone(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.project(pooled)
+        return {"input_ids": ids, "attention_mask": mask.long()}, mask
 
 
 class TextDecoder(nn.Module):
@@ -122,48 +102,38 @@ class TextModality(Modality):
     `model`: a local directory or hub name for `AutoModel`; or `model_config` (e.g.
     `{model_type: bert, hidden_size: 64, ...}`) for a model built from scratch. `tokenizer`
     defaults to `model`'s, else to a character tokenizer. `freeze` keeps the backbone's
-    weights fixed. The reconstruction is per-token cross-entropy (padding positions included,
-    so decoded strings end where the text does); token accuracy counts the text's tokens only.
+    weights fixed (default: frozen when pretrained, trained when built from a config);
+    `pooling`, `trainable_blocks`, `gradient_checkpointing`: see `mmae.core.backbone.Backbone`.
+    The reconstruction is per-token cross-entropy (padding positions included, so decoded
+    strings end where the text does); token accuracy counts the text's tokens only.
     """
 
     dtype_kind = "long"
     preview_media = "text"
 
     def __init__(self, model: str | None = None, model_config: dict | None = None,
-                 tokenizer: str | None = None, max_length: int = 32, freeze: bool = False,
-                 pooling: Pooling = "mean", decoder_width: int = 64, column: str | None = None):
+                 tokenizer: str | None = None, max_length: int = 32, freeze: bool | None = None,
+                 pooling: Pooling = "mean", decoder_width: int = 64, column: str | None = None,
+                 trainable_blocks: int | None = None, gradient_checkpointing: bool = False):
         super().__init__((max_length,), column=column)
-        if (model is None) == (model_config is None):
-            raise ConfigError("TextModality: give exactly one of model (a directory or hub name) "
-                              "and model_config (a transformers config to build from scratch)")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"TextModality: pooling must be one of {POOLINGS}, got '{pooling}'")
-        self.model, self.model_config = model, dict(model_config or {})
         self.tokenizer_name = tokenizer or model
         self.tokenizer = PretrainedTokenizer(self.tokenizer_name) if self.tokenizer_name else CharTokenizer()
-        self.max_length, self.freeze, self.pooling = max_length, freeze, pooling
-        self.decoder_width = decoder_width
+        if model_config is not None:  # sized to the tokenizer and the sequence unless told otherwise
+            model_config = {"model_type": "bert", "vocab_size": self.vocab_size,
+                            "pad_token_id": self.tokenizer.pad_token_id,
+                            "max_position_embeddings": max(max_length, 8), **model_config}
+        self.backbone = Backbone("TextModality", model, model_config, freeze, pooling, trainable_blocks,
+                                 gradient_checkpointing)
+        self.max_length, self.decoder_width = max_length, decoder_width
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
-    def _backbone(self) -> nn.Module:
-        from transformers import AutoConfig, AutoModel
-
-        if self.model is not None:
-            # transformers 5 would otherwise pick the checkpoint's dtype ("auto").
-            return AutoModel.from_pretrained(self.model, dtype=torch.float32)
-        options = dict(self.model_config)
-        model_type = options.pop("model_type", "bert")
-        options.setdefault("vocab_size", self.vocab_size)
-        options.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        options.setdefault("max_position_embeddings", max(self.max_length, 8))
-        return AutoModel.from_config(AutoConfig.for_model(model_type, **options), dtype=torch.float32)
-
     def build_encoder(self, embed_dim: int) -> nn.Module:
-        return TextEncoder(self._backbone(), self.tokenizer.pad_token_id, self.pooling, embed_dim,
-                           self.freeze)
+        example = torch.full((1, self.max_length), self.tokenizer.pad_token_id)
+        example[0, 0] = 1 if self.tokenizer.pad_token_id != 1 else 2
+        return self.backbone.encoder(TokenInputs(self.tokenizer.pad_token_id), embed_dim, example)
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return TextDecoder(hidden_dim, self.max_length, self.vocab_size, self.decoder_width)
@@ -210,12 +180,15 @@ class TextModality(Modality):
     def export_assets(self, encoder: nn.Module, folder: Path, name: str) -> dict:
         """The backbone's architecture (its weights are in the safetensors file) and the
         tokenizer, so the export needs neither the original model directory nor the hub."""
-        assets = {"model": None, "model_config": encoder.backbone.config.to_dict()}
+        assets = self.backbone.export_config()
         if self.tokenizer_name is not None:
             target = Path("tokenizers") / name
             self.tokenizer.tokenizer.save_pretrained(folder / target)
             assets["tokenizer"] = target.as_posix()
         return assets
+
+    def referenced_weights(self, encoder: nn.Module) -> str | None:
+        return self.backbone.referenced_weights()
 
     @classmethod
     def from_export(cls, config: dict, root: Path | None) -> TextModality:
@@ -237,7 +210,5 @@ class TextModality(Modality):
         return torch.stack([self.encode_text(p) for p in phrases])
 
     def config(self) -> dict:
-        return {"model": self.model, "model_config": self.model_config,
-                "tokenizer": self.tokenizer_name, "max_length": self.max_length,
-                "freeze": self.freeze, "pooling": self.pooling, "decoder_width": self.decoder_width,
-                "column": self.column}
+        return {**self.backbone.config(), "tokenizer": self.tokenizer_name, "max_length": self.max_length,
+                "decoder_width": self.decoder_width, "column": self.column}

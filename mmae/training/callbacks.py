@@ -84,12 +84,12 @@ class ReconstructionMedia(pl.Callback):
             return
         model = pl_module.model
         with torch.no_grad():
-            features, present = media.features_of(model.encoder, batch)
+            features, present, raw = media.features_of(model.encoder, batch)
         step = trainer.global_step
         for name, modality in model.modalities.items():
             if modality.preview_media is None:
                 continue  # vectors and tables: nothing to look at or listen to
-            rows = media.cross_reconstructions(model, features, present, name, self.num_samples)
+            rows = media.cross_reconstructions(model, features, present, name, self.num_samples, raw)
             if rows is None:
                 continue
             if modality.preview_media == "audio":
@@ -100,8 +100,8 @@ class ReconstructionMedia(pl.Callback):
             previews = {row: modality.preview(x) for row, x in rows.items()}
             log = self._log_images if modality.preview_media == "image" else self._log_text
             log(loggers, name, previews, step)
-        self._log_latent_map(loggers, model, features, present, batch.get("label"), trainer.current_epoch,
-                             step)
+        self._log_latent_map(loggers, model, features, present, raw, batch.get("label"),
+                             trainer.current_epoch, step)
 
     @staticmethod
     def _log_images(loggers: list[WandbLogger], name: str, previews: dict[str, list], step: int) -> None:
@@ -130,12 +130,12 @@ class ReconstructionMedia(pl.Callback):
             logger.log_text(key=f"media/{name}/text", columns=list(previews), data=data, step=step)
 
     def _log_latent_map(self, loggers: list[WandbLogger], model: Any, features: dict, present: dict,
-                        labels: torch.Tensor | None, epoch: int, step: int) -> None:
+                        raw: dict, labels: torch.Tensor | None, epoch: int, step: int) -> None:
         from mmae.analysis.latent_map import project_2d, scatter_image
 
         n = self.max_points
         codes = media.latent_codes(model, {m: x[:n] for m, x in features.items()},
-                                   {m: p[:n] for m, p in present.items()})
+                                   {m: p[:n] for m, p in present.items()}, {m: x[:n] for m, x in raw.items()})
         if len(codes) < 2:
             return
         labels = None if labels is None else labels[:n].numpy()

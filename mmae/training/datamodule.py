@@ -138,6 +138,7 @@ class ManifestDataModule(MultimodalDataModule):
             return ManifestDataset(path, modalities, split, on_error, split_fractions, seed,
                                    val_fraction, cache, cache_dir)
 
+        self.cache_dir = cache_dir  # (before super().__init__, which fits the statistics)
         super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
                          collate_fn=collate_skipping, seed=seed)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mmae.analysis.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
 from mmae.artifacts.export import describe
@@ -18,6 +19,7 @@ from mmae.core.errors import TrainingError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.core.objectives import Objective, ReconstructionLoss, Step
 from mmae.data.batch import features_of
+from mmae.data.stem_cache import StemCache, cacheable_modalities
 from mmae.training import random_state
 from mmae.training.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
 from mmae.version import __version__
@@ -56,7 +58,7 @@ class AutoencoderModule(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., object] | None = None,
                  corruption: Callable | None = None, config: dict | None = None,
-                 baseline_batches: int = 100, on_nonfinite: str = "raise"):
+                 baseline_batches: int = 100, on_nonfinite: str = "raise", cache_backbones: bool = True):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
@@ -75,17 +77,21 @@ class AutoencoderModule(pl.LightningModule):
         self.baselines: dict[str, torch.Tensor] | None = None
         self._val_sums: dict[str, torch.Tensor] = {}
         self._resumed_random_state: dict | None = None
+        self.cache_backbones = cache_backbones
+        self.stems: StemCache | None = None  # frozen backbones' outputs, built at fit start
 
     def _losses(self, batch: dict, train: bool):
-        inputs, present = features_of(self.model.encoder, batch)
+        inputs, present, raw = features_of(self.model.encoder, batch)
+        cached = self.stems.lookup(self.model.encoder, batch, inputs, present, raw,
+                                   "train" if train else "val") if self.stems is not None else None
         seen, seen_present = (self.corruption(inputs, present, modalities=self.model.modalities)
                               if train else (inputs, present))
         if train and self.objective.needs_input_grad:
             seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
-        output = self.model(seen, seen_present)
+        output = self.model(seen, seen_present, raw=raw, cached=cached)
         step = Step(self.model.modalities, output, inputs, present, inputs=seen,
                     global_step=self.global_step if train else None,
-                    likelihoods=self.model.decoder.likelihoods)
+                    likelihoods=self.model.decoder.likelihoods, raw=raw, cached=cached)
         return self.objective(step, with_input_grad=train), step
 
     def _count_skipped(self, stage: str, batch: dict) -> None:
@@ -156,7 +162,8 @@ class AutoencoderModule(pl.LightningModule):
         batch_size = next(iter(step.targets.values())).shape[0]
         self._log_losses("val", losses.logged, batch_size)
         # The objective's forward pass on the clean batch doubles as the "from all" evaluation.
-        sums = reconstruction_sums(self.model, step.targets, step.present, self.baselines, step.output)
+        sums = reconstruction_sums(self.model, step.targets, step.present, self.baselines, step.output,
+                                   raw=step.raw, cached=step.cached)
         for name, (total, count) in sums.items():
             pair = torch.stack([total.double(), count.double()])
             self._val_sums[name] = self._val_sums[name] + pair if name in self._val_sums else pair
@@ -230,6 +237,18 @@ class AutoencoderModule(pl.LightningModule):
             # rank-zero state (the run goes on, but no longer equals an uninterrupted one).
             rank = self.global_rank if len(states) == self.trainer.world_size else 0
             self._resumed_random_state = states[rank]
+
+    def on_fit_start(self) -> None:
+        names = cacheable_modalities(self.model.encoder) if self.cache_backbones else []
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not names or self.stems is not None or not hasattr(datamodule, "dataset"):
+            return
+        capacity = {stage: len(datamodule.dataset(stage)) for stage in ("train", "val")}
+        cache_dir = getattr(datamodule, "cache_dir", None)
+        self.stems = StemCache(names, capacity, Path(cache_dir) / "stems" if cache_dir else None)
+        rank_zero_info(f"frozen backbones of {names} run once per sample: their outputs are cached, so "
+                       "later epochs train only the heads (element noise does not reach these encoders; "
+                       "modality dropout does). trainer.cache_backbones=false turns this off.")
 
     def on_train_start(self) -> None:
         # Restored here, after loading and any sanity check, so the next draw is the one the
