@@ -253,6 +253,11 @@ def test_each_pooling_gives_one_vector_per_sample(folders, pooling):
     assert encoder.cacheable == (pooling != "attention")  # attention pooling trains on every token
 
 
+def test_cls_pooling_is_refused_where_there_is_no_cls_token(folders):
+    with pytest.raises(ConfigError, match=r"pooling=cls, but backbone .* has no CLS token"):
+        AudioModality(model=str(folders["audio"]), sample_rate=RATE, pooling="cls")
+
+
 def test_gradient_checkpointing_is_switched_on(folders):
     encoder = ImageModality(model=str(folders["image"]), freeze=False,
                             gradient_checkpointing=True).build_encoder(8)

@@ -217,8 +217,8 @@ def test_the_fusion_and_loss_term_command(project, tmp_path):
 
     encoder = mmae.load_encoder(run / "encoder", trust_code=True)
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    features, present = features_of(model.encoder, batch)
+    features, present, encoded_raw = features_of(model.encoder, batch)
     raw = {name: batch[name] for name in ("image", "signal")}
     with torch.no_grad():
-        expected = model.encoder(features, present).code
+        expected = model.encoder(features, present, raw=encoded_raw).code
     torch.testing.assert_close(encoder(raw, present), expected, atol=1e-6, rtol=0)

@@ -171,8 +171,8 @@ def test_the_export_loads_only_with_trust_code_and_gives_the_trained_codes(run):
     raw, present = split_batch(batch, ["image", "vector"])
     assert not bool(present["vector"].all())  # the batch has missing vectors, masked by the fusion
     with torch.no_grad():
-        features, present = features_of(model.encoder, batch)
-        expected = model.encoder(features, present).code
+        features, present, encoded_raw = features_of(model.encoder, batch)
+        expected = model.encoder(features, present, raw=encoded_raw).code
         torch.testing.assert_close(loaded(raw, present), expected, atol=1e-6, rtol=0)
         only_vector = model.encoder({"vector": features["vector"]}).code
         torch.testing.assert_close(loaded({"vector": raw["vector"]}), only_vector, atol=1e-6, rtol=0)

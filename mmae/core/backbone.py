@@ -161,7 +161,11 @@ class BackboneEncoder(nn.Module):
         """The backbone's pooled output `[B, width]` (tokens `[B, T, width]` for attention)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             kwargs, mask = self.adapter(x)
-            tokens = as_tokens(self.backbone(**kwargs).last_hidden_state)
+            hidden = self.backbone(**kwargs).last_hidden_state
+            if self.pooling == "cls" and hidden.dim() == 4:
+                raise ConfigError(f"pooling=cls: backbone {type(self.backbone).__name__} yields a feature "
+                                  "map, which has no CLS token; use pooling=mean or attention")
+            tokens = as_tokens(hidden)
             if self.attention is not None:
                 return tokens if mask is None else tokens * mask.unsqueeze(-1)
             if self.pooling == "cls":

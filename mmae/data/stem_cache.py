@@ -35,8 +35,8 @@ def cacheable_modalities(encoder: MultimodalEncoder) -> list[str]:
 class StemStore:
     """Stem outputs of up to `capacity` samples of one modality and stage, by sample index."""
 
-    def __init__(self, capacity: int, directory: Path | None):
-        self.capacity, self.directory = capacity, directory
+    def __init__(self, capacity: int, directory: Path | None, label: str = ""):
+        self.capacity, self.directory, self.label = capacity, directory, label
         self.rows: dict[int, int] = {}  # sample index -> row of `values`
         self.values: Tensor | None = None
 
@@ -52,8 +52,8 @@ class StemStore:
             mapped = np.memmap(handle.name, np.float32, "w+", 0, (self.capacity, *shape))
             self.values = torch.from_numpy(mapped)
             where = f"a memory-mapped file {handle.name}"
-        log.info("frozen backbone outputs of %d samples x %s cached in %s (%.1f MiB)", self.capacity,
-                 list(shape), where, size / 2**20)
+        log.info("%s: frozen backbone outputs (up to %d samples x %s) cached in %s (%.1f MiB)", self.label,
+                 self.capacity, list(shape), where, size / 2**20)
 
     def missing(self, index: list[int]) -> list[int]:
         """Positions in `index` of the samples not stored yet."""
@@ -90,7 +90,7 @@ class StemCache:
     def _store(self, stage: str, name: str) -> StemStore:
         key = (stage, name)
         if key not in self.stores:
-            self.stores[key] = StemStore(self.capacity[stage], self.directory)
+            self.stores[key] = StemStore(self.capacity[stage], self.directory, f"{name} ({stage})")
         return self.stores[key]
 
     @torch.no_grad()

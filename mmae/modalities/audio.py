@@ -187,6 +187,10 @@ class AudioModality(Modality):
                                      gradient_checkpointing)
             self.extractor = dict(extractor) if extractor is not None else self._default_extractor()
             self._check_backbone_rate()
+            if pooling == "cls" and self.extractor["type"] != "ASTFeatureExtractor":
+                raise ConfigError(f"AudioModality: pooling=cls, but backbone {self.backbone.source()} has "
+                                  "no CLS token (only the Audio Spectrogram Transformer has one); use "
+                                  "pooling=mean or attention")
 
     @property
     def encodes_raw(self) -> bool:

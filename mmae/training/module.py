@@ -239,6 +239,11 @@ class AutoencoderModule(pl.LightningModule):
             self._resumed_random_state = states[rank]
 
     def on_fit_start(self) -> None:
+        if any(getattr(e, "frozen", False) for e in self.model.encoder.encoders.values()):
+            # Frozen backbones stay in eval mode on purpose (no dropout in a fixed feature
+            # extractor); Lightning's start-of-fit warning about eval-mode modules means them.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode",
+                                    category=UserWarning)
         names = cacheable_modalities(self.model.encoder) if self.cache_backbones else []
         datamodule = getattr(self.trainer, "datamodule", None)
         if not names or self.stems is not None or not hasattr(datamodule, "dataset"):
