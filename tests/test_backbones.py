@@ -149,6 +149,24 @@ def test_the_export_gives_the_training_codes_from_raw_inputs(compose_cfg, folder
     assert any(k.startswith("encoders.image.backbone.") for k in weights)
 
 
+def test_nested_settings_from_the_command_line_reach_the_checkpoint_as_plain_values(compose_cfg, folders):
+    """A processor and a model_config with nested maps and lists, as Hydra overrides: the run
+    ends (its best checkpoint reloads with weights_only) and builds the backbone they describe."""
+    conv = "conv_dim:[16,16,16],conv_stride:[5,4,4],conv_kernel:[10,4,4],num_feat_extract_layers:3"
+    report, objects = train(compose_cfg(
+        *TINY, "modality=[image,audio]", f"modality.image.model={folders['image']}",
+        "modality.image.processor={resize:{height:32,width:32},mean:[0.5],std:[0.25]}",
+        f"modality.audio.sample_rate={RATE}",
+        "modality.audio.model_config={model_type:wav2vec2,hidden_size:32,num_hidden_layers:1,"
+        f"num_attention_heads:2,intermediate_size:64,num_conv_pos_embeddings:16,{conv}}}"))
+    assert np.isfinite(report["metrics"]["val/loss"])
+    audio = objects["module"].model.encoder.encoders["audio"].backbone
+    assert audio.config.conv_dim == [16, 16, 16] and len(audio.encoder.layers) == 1
+    image = objects["module"].model.modalities["image"]
+    assert image.processor == {"resize": {"height": 32, "width": 32}, "mean": [0.5], "std": [0.25]}
+    assert type(image.processor["resize"]) is dict
+
+
 def test_features_from_an_export_accept_preprocessed_inputs_only_with_the_raw_waveform(folders):
     from mmae import MultimodalAutoencoder
     from mmae.core.fusion import MeanFusion
@@ -379,6 +397,34 @@ def test_an_export_can_refer_to_the_pretrained_models_instead_of_storing_them(ba
     raw, present = _val_raw(objects)
     torch.testing.assert_close(load_encoder(tmp_path / "ref")(raw, present),
                                load_encoder(folder / "encoder")(raw, present), atol=1e-6, rtol=0)
+
+
+def test_a_referenced_text_model_loads_with_its_tokenizer(compose_cfg, saved_bert, tmp_path):
+    from mmae.artifacts.export import export_encoder
+
+    _, objects = train(compose_cfg(*TINY, "modality=[vector,text]", *_backbone_overrides("text", saved_bert)))
+    model = objects["module"].model.eval()
+    export_encoder(model, tmp_path / "ref", reference_pretrained=True)
+    config = json.loads((tmp_path / "ref" / "config.json").read_text())["modalities"]["text"]["config"]
+    assert config["model"] == str(saved_bert.resolve()) and config["tokenizer"] == "tokenizers/text"
+    batch = next(iter(objects["datamodule"].val_dataloader()))
+    raw = {n: batch[n] for n in ("vector", "text")}
+    with torch.no_grad():
+        expected = model.encoder(raw, batch["present"]).code
+    torch.testing.assert_close(load_encoder(tmp_path / "ref")(raw, batch["present"]), expected,
+                               atol=1e-6, rtol=0)
+
+
+def test_stems_too_large_for_memory_go_to_a_mapped_file_that_leaves_nothing_behind(tmp_path, monkeypatch):
+    import mmae.data.stem_cache as stem_cache
+
+    monkeypatch.setattr(stem_cache, "fits_in_memory", lambda size: False)
+    store = stem_cache.StemStore(8, tmp_path, "image (train)")
+    store.put([11, 3], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    store.put([5], torch.tensor([[5.0, 6.0]]))
+    torch.testing.assert_close(store.get([5, 11, 3]), torch.tensor([[5.0, 6.0], [1.0, 2.0], [3.0, 4.0]]))
+    assert store.missing([3, 4, 5, 6]) == [1, 3]
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: no file outlives the run
 
 
 def test_a_referenced_model_whose_weights_changed_is_refused(backbone_run, tmp_path, saved_vit):

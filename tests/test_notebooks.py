@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 def test_there_are_notebooks_for_each_application():
     assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_imputation", "03_features_downstream",
-                                           "04_anomaly_detection", "05_vae_generation"]
+                                           "04_anomaly_detection", "05_vae_generation",
+                                           "06_pretrained_backbones"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

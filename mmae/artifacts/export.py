@@ -129,10 +129,11 @@ def export_encoder(model: MultimodalAutoencoder, directory: str | Path,
         for name, modality in model.encoder.modalities.items():  # e.g. tokenizers, backbone configs
             config = description["modalities"][name]["config"]
             encoder = model.encoder.encoders[name]
-            prefix = modality.referenced_weights(encoder) if reference_pretrained else None
-            if prefix is None:
-                config.update(modality.export_assets(encoder, staging, name))
-            else:  # the config keeps the model's name; its weights stay where they are
+            config.update(modality.export_assets(encoder, staging, name))
+            reference = modality.referenced_weights(encoder) if reference_pretrained else None
+            if reference is not None:  # the config names the model; its weights stay where they are
+                prefix, naming = reference
+                config.update(naming)
                 referenced[name] = {"prefix": f"encoders.{name}.{prefix}",
                                     "sha256": weights_fingerprint(encoder.get_submodule(prefix.rstrip(".")))}
         if referenced:

@@ -15,6 +15,7 @@ backbone is frozen, which lets training compute it once per sample (`mmae.data.s
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -24,6 +25,16 @@ from mmae.core.errors import ConfigError
 
 Pooling = Literal["mean", "cls", "attention"]
 POOLINGS = get_args(Pooling)
+
+
+def plain(value: Any) -> Any:
+    """Nested settings as plain dicts and lists (a config's mappings and sequences arrive as
+    config objects, which neither transformers nor a checkpoint should receive)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain(v) for v in value]
+    return value
 
 
 def _loading_error(owner: str, what: str, name: str, error: Exception) -> ConfigError:
@@ -200,12 +211,13 @@ class Backbone:
                  tower: str | None = None):
         if (model is None) == (model_config is None):
             raise ConfigError(f"{owner}: give exactly one of model (a directory or hub name) and "
-                              "model_config (a transformers config to build from scratch)")
+                              "model_config (a transformers config to build from scratch); with a "
+                              "pretrained model, set model_config=null")
         if pooling not in POOLINGS:
             raise ConfigError(f"{owner}: pooling must be one of {POOLINGS}, got '{pooling}'")
         self.owner = owner
         self.model = model
-        self.model_config = None if model_config is None else dict(model_config)
+        self.model_config = None if model_config is None else plain(model_config)
         self.freeze = (model is not None) if freeze is None else bool(freeze)
         self.pooling = pooling
         self.trainable_blocks = None if trainable_blocks is None else int(trainable_blocks)
@@ -289,10 +301,14 @@ class Backbone:
                 "pooling": self.pooling, "trainable_blocks": self.trainable_blocks,
                 "gradient_checkpointing": self.gradient_checkpointing}
 
-    def referenced_weights(self) -> str | None:
+    def referenced_weights(self) -> tuple[str, dict] | None:
         """`Modality.referenced_weights` of a modality with this backbone: a frozen backbone
-        loaded by name can be referred to instead of stored."""
-        return "backbone." if self.model is not None and self.freeze else None
+        loaded by name can be referred to instead of stored (a local directory by its
+        absolute path, so the export loads from anywhere on this machine)."""
+        if self.model is None or not self.freeze:
+            return None
+        name = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model
+        return "backbone.", {"model": name, "model_config": None}
 
     def export_config(self) -> dict:
         """The entries that rebuild this backbone from an export alone: its architecture (the

@@ -223,10 +223,11 @@ class Modality(ABC):
         this modality on its own (paths relative to `folder`); default: nothing."""
         return {}
 
-    def referenced_weights(self, encoder: nn.Module) -> str | None:
-        """The prefix (within this modality's `encoder`) of weights that an export may leave out
-        because they load by name from a pretrained model (`export_encoder(...,
-        reference_pretrained=True)`): a frozen backbone's. Default: None (none)."""
+    def referenced_weights(self, encoder: nn.Module) -> tuple[str, dict] | None:
+        """Weights that an export may leave out because they load by name from a pretrained
+        model (`export_encoder(..., reference_pretrained=True)`: a frozen backbone's): their
+        prefix within this modality's `encoder`, and the `config()` entries that name the
+        model (applied over `export_assets`'). Default: None (none)."""
         return None
 
     @classmethod

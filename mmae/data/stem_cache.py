@@ -48,10 +48,12 @@ class StemStore:
         else:
             folder = self.directory or default_cache_dir().parent / "stems"
             folder.mkdir(parents=True, exist_ok=True)
-            handle = tempfile.NamedTemporaryFile(dir=folder, suffix=".f32", delete=False)  # noqa: SIM115
-            mapped = np.memmap(handle.name, np.float32, "w+", 0, (self.capacity, *shape))
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".f32") as handle:
+                mapped = np.memmap(handle.name, np.float32, "w+", 0, (self.capacity, *shape))
+            # The name is gone once the file closes; the mapping lives until the cache does, and
+            # nothing is left on disk after the run (only this process reads it).
             self.values = torch.from_numpy(mapped)
-            where = f"a memory-mapped file {handle.name}"
+            where = f"a memory-mapped file under {folder}"
         log.info("%s: frozen backbone outputs (up to %d samples x %s) cached in %s (%.1f MiB)", self.label,
                  self.capacity, list(shape), where, size / 2**20)
 

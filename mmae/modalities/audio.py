@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.core.backbone import Backbone, Pooling, processor_settings
+from mmae.core.backbone import Backbone, Pooling, plain, processor_settings
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality, file_cell
 from mmae.core.nn import ConvNet
@@ -185,7 +185,7 @@ class AudioModality(Modality):
         if model is not None or model_config is not None:
             self.backbone = Backbone("AudioModality", model, model_config, freeze, pooling, trainable_blocks,
                                      gradient_checkpointing)
-            self.extractor = dict(extractor) if extractor is not None else self._default_extractor()
+            self.extractor = plain(extractor) if extractor is not None else self._default_extractor()
             self._check_backbone_rate()
             if pooling == "cls" and self.extractor["type"] != "ASTFeatureExtractor":
                 raise ConfigError(f"AudioModality: pooling=cls, but backbone {self.backbone.source()} has "
@@ -304,5 +304,5 @@ class AudioModality(Modality):
         """A backbone's architecture in place of its path (the weights are in the export)."""
         return {} if self.backbone is None else self.backbone.export_config()
 
-    def referenced_weights(self, encoder: nn.Module) -> str | None:
+    def referenced_weights(self, encoder: nn.Module) -> tuple[str, dict] | None:
         return None if self.backbone is None else self.backbone.referenced_weights()

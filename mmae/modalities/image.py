@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmae.core.backbone import Backbone, Pooling, processor_settings
+from mmae.core.backbone import Backbone, Pooling, plain, processor_settings
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality, file_cell
 from mmae.core.nn import ConvNet
@@ -141,7 +141,7 @@ class ImageModality(Modality):
         if model is not None or model_config is not None:
             self.backbone = Backbone("ImageModality", model, model_config, freeze, pooling, trainable_blocks,
                                      gradient_checkpointing, tower="vision_model")
-            self.processor = dict(processor) if processor is not None else self._default_processor()
+            self.processor = plain(processor) if processor is not None else self._default_processor()
             self._check_backbone_channels()
 
     def _default_processor(self) -> dict:
@@ -255,5 +255,5 @@ class ImageModality(Modality):
         """A backbone's architecture in place of its path (the weights are in the export)."""
         return {} if self.backbone is None else self.backbone.export_config()
 
-    def referenced_weights(self, encoder: nn.Module) -> str | None:
+    def referenced_weights(self, encoder: nn.Module) -> tuple[str, dict] | None:
         return None if self.backbone is None else self.backbone.referenced_weights()

@@ -187,7 +187,7 @@ class TextModality(Modality):
             assets["tokenizer"] = target.as_posix()
         return assets
 
-    def referenced_weights(self, encoder: nn.Module) -> str | None:
+    def referenced_weights(self, encoder: nn.Module) -> tuple[str, dict] | None:
         return self.backbone.referenced_weights()
 
     @classmethod
