@@ -271,7 +271,9 @@ class Backbone:
             if not getattr(model, "supports_gradient_checkpointing", False):
                 raise ConfigError(f"{self.owner}: backbone {type(model).__name__} does not support "
                                   "gradient checkpointing")
-            model.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns that it goes in v6).
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            (enable or model.gradient_checkpointing_enable)()
         if self.freeze:
             model.requires_grad_(False)
         elif self.trainable_blocks is not None:
