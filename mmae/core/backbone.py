@@ -278,6 +278,11 @@ class Backbone:
             model.requires_grad_(False)
         elif self.trainable_blocks is not None:
             tune_last_blocks(model, self.trainable_blocks)
+        pooler = getattr(model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            # mmae pools the last hidden state itself: a trainable pooler would get no gradient,
+            # which DDP refuses ("parameters that were not used in producing the loss").
+            pooler.requires_grad_(False)
         return model
 
     def encoder(self, adapter: nn.Module, embed_dim: int, example: Tensor) -> BackboneEncoder:
@@ -291,9 +296,10 @@ class Backbone:
             with torch.no_grad():
                 encoder.eval()
                 encoder(example)
-        except (RuntimeError, ValueError, IndexError) as error:
+        except (RuntimeError, ValueError, IndexError, TypeError) as error:
             raise ConfigError(f"{self.owner}: backbone {self.source()} does not fit this modality's input "
-                              f"{list(example.shape[1:])}: {type(error).__name__}: {error}") from None
+                              f"{list(example.shape[1:])} (or its processor settings): "
+                              f"{type(error).__name__}: {error}") from None
         finally:
             encoder.train()
         return encoder

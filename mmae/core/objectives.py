@@ -241,6 +241,15 @@ class ContractivePenalty(LossTerm):
         if all(m.dtype_kind != "float" for m in model.modalities.values()):
             raise ConfigError("ContractivePenalty differentiates the code w.r.t. continuous inputs; "
                               f"the modalities {list(model.modalities)} have none")
+        # A frozen backbone runs without gradients, and one that reads the raw input never sees
+        # the features: the code's Jacobian w.r.t. them would be silently missing.
+        unreached = [name for name, modality in model.modalities.items()
+                     if modality.encodes_raw or getattr(model.encoder.encoders[name], "frozen", False)]
+        if unreached:
+            raise ConfigError(f"ContractivePenalty differentiates the code w.r.t. the encoder's inputs, "
+                              f"which do not reach the frozen or raw-input backbones of {unreached}: use "
+                              "another regularizer (objective=sparse_l1, a corruption) with pretrained "
+                              "backbones")
 
     def __call__(self, step: Step) -> TermValue:
         code = step.output.code

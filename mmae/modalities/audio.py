@@ -65,7 +65,7 @@ class WaveformInputs(nn.Module):
 
     def __init__(self, settings: dict):
         super().__init__()
-        self.normalize = bool(settings.get("normalize", True))
+        self.normalize = bool(settings.get("do_normalize", True))
 
     def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], None]:
         x = waveform.float()
@@ -120,6 +120,11 @@ class FbankInputs(nn.Module):
         return {"input_values": x}, None
 
 
+#: The settings each extractor's module reads (a saved extractor's names for them).
+EXTRACTOR_KEYS = {
+    "Wav2Vec2FeatureExtractor": ("sampling_rate", "do_normalize"),
+    "WhisperFeatureExtractor": ("feature_size", "sampling_rate", "n_fft", "hop_length", "chunk_length"),
+    "ASTFeatureExtractor": ("sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean", "std")}
 #: A saved feature extractor's type -> the torch module that does its work.
 EXTRACTORS: dict[str, type[nn.Module]] = {
     "Wav2Vec2FeatureExtractor": WaveformInputs, "WhisperFeatureExtractor": WhisperInputs,
@@ -132,14 +137,7 @@ def feature_extractor(saved: dict) -> dict:
     if kind not in EXTRACTORS:
         raise ConfigError(f"AudioModality: feature extractor {kind!r} is not one mmae computes in torch; "
                           f"supported: {sorted(EXTRACTORS)}")
-    if kind == "Wav2Vec2FeatureExtractor":
-        return {"type": kind, "sampling_rate": int(saved["sampling_rate"]),
-                "normalize": bool(saved.get("do_normalize", True))}
-    keep = {"WhisperFeatureExtractor": ("feature_size", "sampling_rate", "n_fft", "hop_length",
-                                        "chunk_length"),
-            "ASTFeatureExtractor": ("sampling_rate", "num_mel_bins", "max_length", "do_normalize", "mean",
-                                    "std")}
-    return {"type": kind, **{k: saved[k] for k in keep[kind] if k in saved}}
+    return {"type": kind, **{k: saved[k] for k in EXTRACTOR_KEYS[kind] if k in saved}}
 
 
 @MODALITIES.register("audio")
@@ -201,12 +199,17 @@ class AudioModality(Modality):
         if self.backbone.model is not None:
             saved = processor_settings("AudioModality", self.backbone.model, "feature extractor")
             return feature_extractor(saved)
-        return {"type": "Wav2Vec2FeatureExtractor", "sampling_rate": self.sample_rate, "normalize": True}
+        return {"type": "Wav2Vec2FeatureExtractor", "sampling_rate": self.sample_rate, "do_normalize": True}
 
     def _check_backbone_rate(self) -> None:
-        if self.extractor.get("type") not in EXTRACTORS:
+        kind = self.extractor.get("type")
+        if kind not in EXTRACTORS:
             raise ConfigError(f"AudioModality: extractor type must be one of {sorted(EXTRACTORS)}, "
-                              f"got {self.extractor.get('type')!r}")
+                              f"got {kind!r}")
+        unknown = sorted(set(self.extractor) - {"type", *EXTRACTOR_KEYS[kind]})
+        if unknown:
+            raise ConfigError(f"AudioModality: extractor settings {unknown} are not ones a {kind} has; "
+                              f"expected some of {list(EXTRACTOR_KEYS[kind])}")
         rate = int(self.extractor.get("sampling_rate", self.sample_rate))
         if rate != self.sample_rate:
             raise ConfigError(f"AudioModality: backbone {self.backbone.source()} takes audio at {rate} Hz, "

@@ -21,6 +21,8 @@ from mmae.core.registry import MODALITIES
 
 MODES = {1: "L", 3: "RGB"}
 #: Pillow's resampling filters (as image processors save them) -> `F.interpolate` modes.
+#: The settings `ImageInputs` applies (what `image_processor` derives from a saved processor).
+PROCESSOR_KEYS = ("resize", "crop", "mean", "std", "interpolation")
 INTERPOLATIONS = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
 
 
@@ -32,10 +34,12 @@ def image_processor(saved: dict) -> dict:
     resize, crop = None, None
     if saved.get("do_resize", True) and saved.get("size"):
         size = dict(saved["size"])
-        if "shortest_edge" in size and saved.get("crop_pct") and size["shortest_edge"] < 384:
-            # ConvNeXt: resize to shortest_edge / crop_pct, then crop back to shortest_edge.
-            edge = size["shortest_edge"]
-            resize, crop = {"shortest_edge": int(edge / saved["crop_pct"])}, [edge, edge]
+        if "shortest_edge" in size and saved.get("crop_pct"):
+            # ConvNeXt: below 384, resize to shortest_edge / crop_pct and crop back to it; from
+            # 384 on, warp to a square of that side.
+            edge = int(size["shortest_edge"])
+            resize, crop = (({"shortest_edge": int(edge / saved["crop_pct"])}, [edge, edge]) if edge < 384
+                            else ({"height": edge, "width": edge}, None))
         elif "shortest_edge" in size:
             resize = {"shortest_edge": int(size["shortest_edge"])}
         elif "height" in size and "width" in size:
@@ -68,9 +72,11 @@ class ImageInputs(nn.Module):
         """The size a `height x width` image is resized to (before the crop)."""
         if self.resize is None:
             return height, width
-        if "shortest_edge" in self.resize:
-            edge, short = self.resize["shortest_edge"], min(height, width)
-            return round(height * edge / short), round(width * edge / short)
+        if "shortest_edge" in self.resize:  # the long side floored, as transformers does
+            edge = self.resize["shortest_edge"]
+            if height <= width:
+                return edge, int(edge * width / height)
+            return int(edge * height / width), edge
         return self.resize["height"], self.resize["width"]
 
     def forward(self, pixels: Tensor) -> tuple[dict[str, Tensor], None]:
@@ -142,6 +148,11 @@ class ImageModality(Modality):
             self.backbone = Backbone("ImageModality", model, model_config, freeze, pooling, trainable_blocks,
                                      gradient_checkpointing, tower="vision_model")
             self.processor = plain(processor) if processor is not None else self._default_processor()
+            unknown = sorted(set(self.processor) - set(PROCESSOR_KEYS))
+            if unknown:
+                raise ConfigError(f"ImageModality: processor settings {unknown} are not ones mmae applies; "
+                                  f"expected some of {list(PROCESSOR_KEYS)} (e.g. resize: {{height: 224, "
+                                  "width: 224}, mean: [...], std: [...])")
             self._check_backbone_channels()
 
     def _default_processor(self) -> dict:

@@ -118,6 +118,8 @@ class TextModality(Modality):
         super().__init__((max_length,), column=column)
         self.tokenizer_name = tokenizer or model
         self.tokenizer = PretrainedTokenizer(self.tokenizer_name) if self.tokenizer_name else CharTokenizer()
+        if model is not None and not model_config:
+            model_config = None  # (mmae 0.3 checkpoints wrote {} beside a pretrained model)
         if model_config is not None:  # sized to the tokenizer and the sequence unless told otherwise
             model_config = {"model_type": "bert", "vocab_size": self.vocab_size,
                             "pad_token_id": self.tokenizer.pad_token_id,

@@ -82,6 +82,10 @@ class AutoencoderModule(pl.LightningModule):
 
     def _losses(self, batch: dict, train: bool):
         inputs, present, raw = features_of(self.model.encoder, batch)
+        if self.stems is not None and "index" not in batch:
+            rank_zero_warn("the batches carry no sample 'index', which the frozen-backbone cache is keyed "
+                           "by: backbones run on every batch (yield batch['index'] to cache them)")
+            self.stems = None
         cached = self.stems.lookup(self.model.encoder, batch, inputs, present, raw,
                                    "train" if train else "val") if self.stems is not None else None
         seen, seen_present = (self.corruption(inputs, present, modalities=self.model.modalities)
