@@ -186,6 +186,12 @@ def test_a_speech_backbone_needs_the_raw_waveform_beside_preprocessed_features(f
     with pytest.raises(InputError, match="modality 'audio' is encoded from its raw input"):
         loaded(features, preprocessed=True)
     torch.testing.assert_close(loaded(features, preprocessed=True, raw=raw), loaded(raw), atol=0, rtol=0)
+    import mmae
+
+    with pytest.raises(InputError, match="modality 'audio' is encoded from its raw input"):
+        mmae.impute(model, features, preprocessed=True)
+    torch.testing.assert_close(mmae.impute(model, features, preprocessed=True, raw=raw)["audio"],
+                               mmae.impute(model, raw)["audio"], atol=0, rtol=0)
 
 
 # --- the processors in torch, against transformers' own ---------------------------------------
@@ -233,6 +239,25 @@ def test_whisper_inputs_equal_the_whisper_feature_extractor():
     reference = extractor(list(waveform.numpy()), sampling_rate=16000, return_tensors="pt")["input_features"]
     assert ours.shape == reference.shape == (2, 80, 3000)
     torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_whisper_pooling_leaves_out_the_padding_of_short_clips():
+    from transformers import WhisperConfig, WhisperModel
+
+    from mmae.core.backbone import Backbone
+
+    config = WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, decoder_layers=1,
+                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80)
+    backbone = Backbone("AudioModality", None, {**config.to_dict()}, True, "mean")
+    adapter = WhisperInputs(feature_extractor(WhisperFeatureExtractor(feature_size=80).to_dict()))
+    encoder = backbone.encoder(adapter, 8, example=0.1 * torch.randn(1, 16000))
+    waveform = 0.1 * torch.randn(2, 16000)  # 1 s of a 30 s window: 50 of 1500 encoder frames
+    kwargs, mask = adapter(waveform)
+    assert mask.shape == (2, 1500) and mask.sum(1).tolist() == [50, 50]
+    with torch.no_grad():
+        hidden = encoder.backbone(**kwargs).last_hidden_state
+        torch.testing.assert_close(encoder.stem(waveform), hidden[:, :50].mean(1))
+    assert isinstance(WhisperModel(config).get_encoder(), type(encoder.backbone))
 
 
 def test_fbank_inputs_equal_the_audio_spectrogram_transformer_extractor():

@@ -20,14 +20,15 @@ from mmae.core.model import MultimodalAutoencoder, evaluating
 
 def _prepare(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
              present: Mapping[str, Tensor] | None,
-             preprocessed: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
+             preprocessed: bool, raw: Mapping[str, Tensor] | None = None,
+             ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor] | None]:
     unknown = sorted(set(inputs) - set(model.modalities))
     if unknown:
         raise InputError(f"unknown modalities {unknown}; the model has {sorted(model.modalities)}")
     if not inputs:
         raise InputError(f"no input: give at least one of {sorted(model.modalities)}")
     features = dict(inputs) if preprocessed else model.encoder.preprocess(inputs)
-    raw = None if preprocessed else dict(inputs)  # what encoders of raw inputs (speech backbones) read
+    raw = raw if preprocessed else dict(inputs)  # what encoders of raw inputs (speech backbones) read
     batch = len(next(iter(features.values())))
     device = next(iter(features.values())).device
     masks = {name: (present[name] if present is not None and name in present
@@ -37,11 +38,13 @@ def _prepare(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
 
 @torch.no_grad()
 def denoise(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
-            present: Mapping[str, Tensor] | None = None, preprocessed: bool = False) -> dict[str, Tensor]:
+            present: Mapping[str, Tensor] | None = None, preprocessed: bool = False,
+            raw: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The given modalities cleaned: each one's reconstruction from every present input (the
     deterministic code; a VAE's posterior mean). Samples where a modality is missing get its
-    reconstruction from the others."""
-    features, masks, raw = _prepare(model, inputs, present, preprocessed)
+    reconstruction from the others. With `preprocessed=True`, `raw` gives the raw inputs of
+    modalities encoded from them (speech backbones)."""
+    features, masks, raw = _prepare(model, inputs, present, preprocessed, raw)
     with evaluating(model):
         reconstructions = model(features, masks, raw=raw).reconstructions
     return {name: model.modalities[name].as_features(reconstructions[name]) for name in features}
@@ -49,11 +52,12 @@ def denoise(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
 
 @torch.no_grad()
 def impute(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
-           present: Mapping[str, Tensor] | None = None, preprocessed: bool = False) -> dict[str, Tensor]:
+           present: Mapping[str, Tensor] | None = None, preprocessed: bool = False,
+           raw: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Every modality of the model for every sample: present values as given (as features),
     missing ones (not in `inputs`, or masked out by `present`) reconstructed from the present
-    ones."""
-    features, masks, raw = _prepare(model, inputs, present, preprocessed)
+    ones. `raw`: as for `denoise`."""
+    features, masks, raw = _prepare(model, inputs, present, preprocessed, raw)
     with evaluating(model):
         reconstructions = model(features, masks, raw=raw).reconstructions
     completed = {}

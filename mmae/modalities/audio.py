@@ -77,7 +77,9 @@ class WaveformInputs(nn.Module):
 
 class WhisperInputs(nn.Module):
     """Waveforms -> Whisper's `input_features`: padded to its 30 s window, log10-mel of its own
-    filter bank, clamped to 8 below each clip's peak and scaled, as its extractor does."""
+    filter bank, clamped to 8 below each clip's peak and scaled, as its extractor does. The
+    mask marks the encoder frames (two mel frames each) that hold the clip, so pooling leaves
+    out the padding that fills most of the window for short clips."""
 
     def __init__(self, settings: dict):
         super().__init__()
@@ -89,13 +91,16 @@ class WhisperInputs(nn.Module):
         self.register_buffer("filters", torch.from_numpy(extractor.mel_filters).float().T, persistent=False)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
-    def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], None]:
+    def forward(self, waveform: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         x = fit_length(waveform.float(), self.n_samples)
         stft = torch.stft(x, self.n_fft, self.hop_length, window=self.window, return_complex=True)
         power = stft[..., :-1].abs() ** 2
         log_mel = (self.filters @ power).clamp_min(1e-10).log10()
         log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
-        return {"input_features": (log_mel + 4.0) / 4.0}, None
+        frames = power.shape[-1] // 2  # the encoder's stride-2 convolution halves the mel frames
+        held = math.ceil(min(waveform.shape[-1], self.n_samples) / self.hop_length / 2)
+        mask = (torch.arange(frames, device=x.device) < held).expand(x.shape[0], frames)
+        return {"input_features": (log_mel + 4.0) / 4.0}, mask
 
 
 class FbankInputs(nn.Module):
