@@ -49,7 +49,6 @@ of spoken digits in its own folder, one epoch) to check that the script runs; it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -80,6 +79,7 @@ from bench_realdata import (  # noqa: E402  (sibling scripts)
     table,
     train,
     train_args,
+    write_json,
 )
 from realdata import EspeakMissing, build_spoken_digits  # noqa: E402
 
@@ -473,9 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench_backbones: {error}", file=sys.stderr)
         sys.exit(1)
     print(report(outcome, argv))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(outcome, indent=2, default=str), encoding="utf-8")
+    write_json(args.json, outcome)
 
 
 if __name__ == "__main__":

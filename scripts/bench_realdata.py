@@ -449,6 +449,13 @@ def report(outcome: dict, argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+def write_json(path: Path | None, outcome: dict) -> None:
+    """The figures of a benchmark run as JSON, where `--json` asked for them."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(outcome, indent=2, default=str), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -458,9 +465,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench_realdata: {error}", file=sys.stderr)
         sys.exit(1)
     print(report(outcome, argv))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(outcome, indent=2, default=str), encoding="utf-8")
+    write_json(args.json, outcome)
 
 
 if __name__ == "__main__":
