@@ -4,7 +4,7 @@ The top-level namespace stays light (no Lightning, Hydra or W&B import) so that 
 encoder can be used from code that has none of the training stack.
 """
 
-from mmae.analysis.applications import denoise, generate, impute
+from mmae.analysis.applications import denoise, fit_sampler, generate, impute
 from mmae.artifacts.export import load_checkpoint_model, load_encoder
 from mmae.core.errors import ArtifactError, ConfigError, DataError, InputError, MMAEError
 from mmae.core.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
@@ -22,6 +22,7 @@ __all__ = [
     "MultimodalEncoder",
     "__version__",
     "denoise",
+    "fit_sampler",
     "generate",
     "impute",
     "load_checkpoint_model",

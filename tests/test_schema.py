@@ -138,7 +138,8 @@ def test_paths_is_open_to_directories_of_your_own(compose_cfg):
     ("trainer.precision=17", r"trainer\.precision must be one of 64, 32, 16, transformer-engine, .*16-mixed, "
                              r"bf16-true, bf16-mixed, 32-true, 64-true, bf16, null; got 17 \(int\)"),
     ("trainer.on_nonfinite=ignore", r"trainer\.on_nonfinite must be one of raise, skip; got 'ignore'"),
-    ("model.latent_activation=softmax", r"model\.latent_activation must be one of sigmoid, tanh, relu, null"),
+    ("model.latent_activation=softmax",
+     r"model\.latent_activation must be one of sigmoid, tanh, relu, binary, null"),
     ("trainer.deterministic=yes", r"trainer\.deterministic must be one of warn, null \(or true or false\)"),
 ])
 def test_choices_are_listed(compose_cfg, override, message):
@@ -158,7 +159,7 @@ def test_choices_of_mmae_s_own_classes_are_listed(compose_cfg):
 
 
 def test_entry_configs_of_eval_and_features_are_checked():
-    with pytest.raises(ConfigError, match=r"task must be one of probe, anomaly, denoise; got 'probes'"):
+    with pytest.raises(ConfigError, match=r"task must be one of probe, anomaly, .*, all; got 'probes'"):
         compose_config("evaluate", ["task=probes"])
     with pytest.raises(ConfigError, match=r"unknown key 'modality' \(did you mean 'modalities'\?\)"):
         compose_config("features", ["+modality=[image]"])

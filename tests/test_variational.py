@@ -142,8 +142,8 @@ def test_incompatible_choices_fail_at_build_time_with_the_allowed_values(small_m
     with pytest.raises(ConfigError, match=r"fusion PoEFusion is variational: it needs model=vae; "
                                           r"a deterministic model .* takes fusion=mean, concat or attention"):
         MultimodalAutoencoder(small_modalities, PoEFusion, latent_dim=4)
-    with pytest.raises(ConfigError,
-                       match=r"latent_activation must be null or one of \['relu', 'sigmoid', 'tanh'\]"):
+    with pytest.raises(ConfigError, match=r"latent_activation must be null or one of "
+                                          r"\['binary', 'relu', 'sigmoid', 'tanh'\]"):
         MultimodalAutoencoder(small_modalities, MeanFusion, latent_activation="softmax")
     with pytest.raises(ConfigError, match="model=vae has a Gaussian code"):
         MultimodalAutoencoder(small_modalities, MeanFusion, variational=True, latent_activation="sigmoid")

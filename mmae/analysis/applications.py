@@ -1,5 +1,6 @@
 """What a trained multimodal autoencoder is used for, one call each: denoise the inputs, impute
-missing modalities from the present ones, generate new samples (VAEs).
+missing modalities from the present ones, generate new samples (from a VAE's prior, or from a
+mixture that `fit_sampler` fits on the training codes of any model).
 
 Inputs are raw, as a dataset yields them (or features with `preprocessed=True`); outputs are
 features, the form the model reconstructs: pixels for images (normalised if the modality
@@ -9,11 +10,13 @@ for text, standardised numbers and category indices for tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
 
+from mmae.analysis.codes import encode_batches
+from mmae.analysis.sampler import Covariance, GaussianMixture
 from mmae.core.errors import InputError
 from mmae.core.model import MultimodalAutoencoder, evaluating
 
@@ -70,10 +73,46 @@ def impute(model: MultimodalAutoencoder, inputs: Mapping[str, Tensor],
     return completed
 
 
+def fit_sampler(model: MultimodalAutoencoder, batches_or_codes: Iterable | Tensor, components: int = 10,
+                seed: int = 0, covariance: Covariance = "full") -> GaussianMixture:
+    """A Gaussian mixture of `components` fitted on the codes of `batches_or_codes` (the
+    training batches, e.g. a DataLoader, or codes `[N, latent_dim]` already computed), for
+    `generate(model, n, sampler=...)`: it samples where the training codes are, which the prior
+    of a VAE does not, and gives a deterministic autoencoder a sampler at all."""
+    if isinstance(batches_or_codes, Tensor):
+        codes = batches_or_codes
+    else:
+        codes = encode_batches(model, batches_or_codes).codes
+    if codes.dim() != 2 or codes.shape[1] != model.latent_dim:
+        raise InputError(f"fit_sampler: expected codes of shape [N, {model.latent_dim}] (the model's "
+                         f"latent_dim), got {list(codes.shape)}")
+    return GaussianMixture.fit(codes, components, covariance, seed=seed)
+
+
 @torch.no_grad()
-def generate(model: MultimodalAutoencoder, num_samples: int,
+def generate(model: MultimodalAutoencoder, num_samples: int, sampler: str | GaussianMixture = "prior",
              generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """New multimodal samples from a VAE's prior, every modality as features."""
+    """New multimodal samples, every modality as features, decoded from draws of `sampler`:
+    "prior" (a VAE's N(0, I)) or a `GaussianMixture` from `fit_sampler` (any model; pass a
+    CPU `generator` to seed it)."""
     with evaluating(model):
-        decoded = model.generate(num_samples, generator=generator)
+        if isinstance(sampler, GaussianMixture):
+            if sampler.dim != model.latent_dim:
+                raise InputError(f"generate: the sampler draws codes of {sampler.dim} units, the model's "
+                                 f"latent_dim is {model.latent_dim}: fit it with "
+                                 "mmae.fit_sampler(model, train_loader)")
+            parameter = next(model.parameters())
+            z = sampler.sample(num_samples, generator).to(parameter.device, parameter.dtype)
+            # The generator seeds the private latents' prior too, where it can draw on z's device.
+            same = generator is not None and generator.device == z.device
+            decoded = model.decoder(z, generator=generator if same else None)
+        elif sampler == "prior":
+            decoded = model.generate(num_samples, generator=generator)
+        elif sampler == "gmm":
+            raise InputError("generate(sampler='gmm') needs a fitted mixture: call "
+                             "sampler = mmae.fit_sampler(model, train_loader) first and pass "
+                             "generate(model, n, sampler=sampler)")
+        else:
+            raise InputError(f"generate: sampler must be 'prior' or a GaussianMixture from "
+                             f"mmae.fit_sampler, got {sampler!r}")
     return {name: model.modalities[name].as_features(x) for name, x in decoded.items()}

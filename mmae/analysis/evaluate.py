@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from mmae.analysis.codes import Features, encode_batches, flat_inputs
 from mmae.analysis.reconstruction import (
     estimate_baselines,
     format_imputation,
@@ -21,68 +20,23 @@ from mmae.core.errors import DataError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.data.batch import features_of, to_device
 
-
-@dataclass
-class Features:
-    """Codes of a dataset split, with each sample's label (-1 if none) and manifest/pool id."""
-
-    codes: Tensor
-    labels: Tensor
-    ids: Tensor
+Classifier = Callable[[Tensor], Tensor]
 
 
-def _code_fn(encoder: MultimodalAutoencoder | FrozenEncoder):
-    """Features and masks -> deterministic codes, for a trained model or a loaded export."""
-    if isinstance(encoder, MultimodalAutoencoder):
-        return lambda features, present, raw: encoder.encoder(features, present, raw=raw).code
-    return lambda features, present, raw: encoder(features, present, preprocessed=True, raw=raw)
-
-
-@torch.no_grad()
-def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iterable[dict | None],
-                   modalities: Sequence[str] | None = None, progress: bool = False) -> Features:
-    """Deterministic codes (posterior means for VAEs) of every batch, in order.
-
-    `encoder` is a trained model or a loaded export. `modalities` restricts the input to a
-    subset; samples with none of them present are left out.
-    """
-    was_training = encoder.training
-    encoder.eval()
-    code_of = _code_fn(encoder)
-    names = list(modalities or encoder.modalities)
-    codes, labels, ids = [], [], []
-    for batch in tqdm(batches, desc="encoding", disable=not progress):
-        if batch is None:
-            continue
-        features, present, raw = features_of(encoder.encoder, batch, names)
-        keep = torch.stack(list(present.values()), dim=1).any(dim=1)
-        if keep.any():
-            codes.append(code_of({n: x[keep] for n, x in features.items()},
-                                 {n: p[keep] for n, p in present.items()},
-                                 {n: x[keep] for n, x in raw.items()}))
-            labels.append(batch["label"][keep.cpu()])
-            ids.append(batch["index"][keep.cpu()])
-    encoder.train(was_training)
-    if not codes:
-        raise DataError(f"no sample has any of the modalities {names}")
-    return Features(torch.cat(codes).cpu(), torch.cat(labels), torch.cat(ids))
-
-
-def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
-                 l2: float = 1e-3, steps: int = 200) -> float:
-    """Test accuracy of a multinomial logistic regression fitted on standardised features.
+def fit_linear_classifier(train_x: Tensor, train_y: Tensor, l2: float = 1e-3, steps: int = 200,
+                          num_classes: int | None = None) -> Classifier:
+    """A multinomial logistic regression fitted on standardised features: `features -> classes`.
 
     Full-batch L-BFGS: deterministic, and exact enough that differences between feature sets
-    reflect the features rather than the optimiser.
+    reflect the features rather than the optimiser. `num_classes` defaults to the largest
+    training label + 1.
     """
     if train_x.shape[0] < 2:
         raise DataError(f"a linear probe needs at least 2 labelled training samples, got {train_x.shape[0]}")
     mean, std = train_x.mean(0), train_x.std(0, unbiased=False).clamp_min(1e-6)
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    linear = torch.nn.Linear(train_x.shape[1], num_classes).double()
+    x, y = ((train_x - mean) / std).double(), train_y.long()
+    linear = torch.nn.Linear(x.shape[1], num_classes or int(y.max()) + 1).double()
     optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-    x, y = train_x.double(), train_y.long()
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -92,9 +46,20 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
 
     with torch.enable_grad():
         optimizer.step(closure)
-    with torch.no_grad():
-        predicted = linear(test_x.double()).argmax(dim=1)
-    return (predicted == test_y).double().mean().item()
+
+    @torch.no_grad()
+    def classify(features: Tensor) -> Tensor:
+        return linear(((features.to(mean.device) - mean) / std).double()).argmax(dim=1)
+
+    return classify
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+                 l2: float = 1e-3, steps: int = 200) -> float:
+    """Test accuracy of `fit_linear_classifier` fitted on the training set."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    classify = fit_linear_classifier(train_x, train_y, l2, steps, num_classes)
+    return (classify(test_x) == test_y).double().mean().item()
 
 
 def hoyer_sparsity(codes: Tensor) -> float:
@@ -117,8 +82,7 @@ def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
         if batch is None:
             continue
         features, present, _ = features_of(encoder.encoder, batch)
-        rows.append(torch.cat([features[n].float().flatten(1) * present[n].unsqueeze(1)
-                               for n in encoder.modalities], dim=1).cpu())
+        rows.append(flat_inputs(features, present, list(encoder.modalities)))
         labels.append(batch["label"])
         seen += len(batch["label"])
         if seen >= max_samples:
@@ -277,5 +241,3 @@ def format_results(results: dict) -> str:
         lines.append(format_imputation(results["imputation"], title="imputation (test)"))
     return "\n".join(lines)
 
-
-TASKS = ("probe", "anomaly", "denoise")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,10 +29,10 @@ from torch import Tensor, nn
 import mmae.modalities  # noqa: F401  (registers mmae's own modalities)
 from mmae.artifacts.atomic import atomic_directory
 from mmae.artifacts.checkpoint import load_checkpoint_file
-from mmae.core.errors import ArtifactError, ExportError, MMAEError
+from mmae.core.errors import ArtifactError, ConfigError, ExportError, MMAEError
 from mmae.core.fusion import Fusion
 from mmae.core.modality import Modality
-from mmae.core.model import MultimodalAutoencoder, MultimodalEncoder
+from mmae.core.model import Encoding, MultimodalAutoencoder, MultimodalEncoder
 from mmae.core.registry import FUSIONS, MODALITIES
 from mmae.version import __version__
 
@@ -53,7 +54,8 @@ def describe(model: MultimodalAutoencoder) -> dict:
                        for name, m in encoder.modalities.items()},
         "fusion": {"class": FUSIONS.reference(encoder.fusion), "config": encoder.fusion.config()},
         "encoder": {"embed_dim": encoder.embed_dim, "latent_dim": encoder.latent_dim,
-                    "variational": encoder.variational, "latent_activation": encoder.latent_activation},
+                    "variational": encoder.variational, "latent_activation": encoder.latent_activation,
+                    "top_k": encoder.top_k, "private_dim": encoder.private_dim},
         "decoder": {"hidden": model.decoder_hidden},
     }
 
@@ -74,7 +76,10 @@ def _fusion_factory(description: Mapping, trust_code: bool):
 
 def _encoder_options(description: Mapping) -> dict:
     keys = ("embed_dim", "latent_dim", "variational", "latent_activation")
-    return {key: description["encoder"][key] for key in keys}
+    options = {key: description["encoder"][key] for key in keys}
+    # (older exports have neither: no top-k, no private latents)
+    return {**options, "top_k": description["encoder"].get("top_k"),
+            "private_dim": description["encoder"].get("private_dim", 0)}
 
 
 def build_model(description: Mapping, trust_code: bool = False) -> MultimodalAutoencoder:
@@ -153,13 +158,23 @@ class FrozenEncoder(nn.Module):
     features when `preprocessed=True` (then modalities encoded from their raw input, speech
     backbones, also need `raw=`). For a VAE the code is the posterior mean, or a posterior
     sample when built with `sample=True`.
+
+    The code is the shared one. Built with `private=True` (an encoder with private latents),
+    it is followed by each modality's private code: `[B, feature_dim]` =
+    `[B, latent_dim + M * private_dim]`, the shared code, then the private codes in
+    `modalities` order (`feature_names`), zeros where a modality is missing.
     """
 
-    def __init__(self, encoder: MultimodalEncoder, description: Mapping, sample: bool = False):
+    def __init__(self, encoder: MultimodalEncoder, description: Mapping, sample: bool = False,
+                 private: bool = False):
         super().__init__()
+        if private and not encoder.private_dim:
+            raise ConfigError("private=True asks for the private latents, but this encoder has none "
+                              "(it was trained with model.private_dim=0): leave private off")
         self.encoder = encoder
         self.description = dict(description)
         self.sample = sample
+        self.private = private
         self.requires_grad_(False)
         self.eval()
 
@@ -171,14 +186,43 @@ class FrozenEncoder(nn.Module):
     def latent_dim(self) -> int:
         return self.encoder.latent_dim
 
+    @property
+    def private_dim(self) -> int:
+        return self.encoder.private_dim
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of what `forward` returns."""
+        return self.latent_dim + (len(self.modalities) * self.private_dim if self.private else 0)
+
+    def feature_names(self) -> list[str]:
+        """A name per output column: `shared.<j>`, then `<modality>.private.<j>` with `private=True`."""
+        names = [f"shared.{j}" for j in range(self.latent_dim)]
+        if self.private:
+            names += [f"{m}.private.{j}" for m in self.modalities for j in range(self.private_dim)]
+        return names
+
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 preprocessed: bool = False, raw: Mapping[str, Tensor] | None = None) -> Tensor:
         with torch.no_grad():
             features = dict(inputs) if preprocessed else self.encoder.preprocess(inputs)
             encoding = self.encoder(features, present, raw=raw if preprocessed else inputs)
-            if self.sample and encoding.posterior is not None:
-                return encoding.posterior.sample()
-            return encoding.code
+            if self.sample:
+                encoding = _sampled(encoding, self.private)
+            return encoding.with_private(list(self.modalities)) if self.private else encoding.code
+
+
+def _sampled(encoding: Encoding, private: bool) -> Encoding:
+    """The encoding with posterior samples for codes: the shared one, and with `private` the
+    private ones too (a missing modality's private part stays 0)."""
+    if encoding.posterior is None:
+        return encoding
+    code = encoding.posterior.sample()
+    if not private:
+        return replace(encoding, code=code)
+    codes = {name: torch.where(encoding.present[name].unsqueeze(1), posterior.sample(), 0.0)
+             for name, posterior in encoding.private_posteriors.items()}
+    return replace(encoding, code=code, private=codes)
 
 
 def _read_config(folder: Path) -> dict:
@@ -236,10 +280,13 @@ def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
         raise ExportError(f"{path} is corrupt: {error}") from None
 
 
-def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False) -> FrozenEncoder:
+def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False,
+                 private: bool = False) -> FrozenEncoder:
     """Rebuild an exported encoder, in eval mode with gradients off. An export that names a
     class outside mmae (a modality or fusion of your own) loads only with `trust_code=True`:
-    building it imports and runs that class's module."""
+    building it imports and runs that class's module. It gives the shared code; `private=True`
+    (an encoder trained with `model.private_dim > 0`) appends each modality's private code
+    (see `FrozenEncoder`)."""
     folder = Path(path)
     config = _read_config(folder)
     weights = _read_weights(folder, config.get("weights_sha256"))
@@ -259,7 +306,7 @@ def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = Fals
     if missing or unexpected:
         raise ExportError(f"{folder / WEIGHTS} does not match config.json: missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]}")
-    return FrozenEncoder(encoder, config, sample=sample)
+    return FrozenEncoder(encoder, config, sample=sample, private=private)
 
 
 def _check_referenced(folder: Path, encoder: MultimodalEncoder, referenced: Mapping) -> None:

@@ -37,6 +37,8 @@ def _example_inputs(encoder: FrozenEncoder, batch: int, generator: torch.Generat
 def export_onnx(encoder: FrozenEncoder, path: str | Path) -> float | None:
     """Write `encoder` as an ONNX graph (`torch.onnx.export(dynamo=True)`, dynamic batch) whose
     inputs are the raw modalities then one presence mask each, in `encoder.modalities` order.
+    Its output is what `encoder` returns: `code` (the shared code), or `features` (the shared
+    then the private codes, `encoder.feature_names()`) for an encoder loaded with `private=True`.
 
     Returns the largest difference to PyTorch on a fresh random batch with missing modalities
     (None when onnxruntime is not installed to check it).
@@ -51,9 +53,10 @@ def export_onnx(encoder: FrozenEncoder, path: str | Path) -> float | None:
     batch = torch.export.Dim("batch", min=1)
     generator = torch.Generator().manual_seed(0)
     examples = _example_inputs(encoder, 2, generator)
+    output_name = "features" if encoder.private else "code"
     try:
         torch.onnx.export(wrapper, tuple(examples), path, dynamo=True, input_names=names,
-                          output_names=["code"], dynamic_shapes=(tuple({0: batch} for _ in examples),))
+                          output_names=[output_name], dynamic_shapes=(tuple({0: batch} for _ in examples),))
     except Exception as error:  # torch.export and the ONNX translation raise many kinds
         backbones = {n: type(e.backbone).__name__ for n, e in encoder.encoder.encoders.items()
                      if hasattr(e, "backbone")}

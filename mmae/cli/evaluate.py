@@ -1,4 +1,4 @@
-"""`mmae-eval run=DIR [task=...]`: probes, imputation, anomaly scores and denoising of a trained run."""
+"""`mmae-eval run=DIR [task=...]`: every evaluation of a trained run (`mmae.analysis.catalog`)."""
 
 from __future__ import annotations
 
@@ -9,34 +9,33 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from mmae.analysis.anomaly import evaluate_anomalies, format_anomaly_results
-from mmae.analysis.evaluate import (
-    TASKS,
-    denoising_errors,
-    evaluate,
-    format_denoising,
-    format_results,
-    save_denoised,
-)
+from mmae.analysis.catalog import ALL, tasks
+from mmae.analysis.tasks import EvalContext, TaskResult
 from mmae.artifacts.atomic import write_text_atomic
-from mmae.artifacts.export import load_checkpoint_model, load_encoder
+from mmae.artifacts.export import FrozenEncoder, describe, load_checkpoint_model, load_encoder
 from mmae.cli.runner import run_command
 from mmae.config.build import build
 from mmae.config.compose import compose_config
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError
+from mmae.core.registry import EVALUATIONS
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`mmae-eval run=DIR [task=probe|anomaly|denoise] [data=... data.path=...] [output=FILE]`.
+    """`mmae-eval run=DIR [task=NAME|all] [data=... data.path=...] [output=FILE]`.
 
-    task=probe (default): linear probes and imputation; task=anomaly: anomaly scores from
-    reconstruction errors, AUROC / AP where the data marks anomalies; task=denoise: error to
-    the clean test inputs before and after denoising inputs with Gaussian noise (noise_std).
+    task=probe (default): linear probes and imputation; anomaly: anomaly scores from
+    reconstruction errors, AUROC / AP where the data marks anomalies; denoise: error to the
+    clean test inputs before and after denoising (noise_std); coherence: imputed modalities
+    classified by classifiers of real data; robustness: probes and reconstructions by modality
+    subset and input noise; cluster: k-means on the codes; retrieval: nearest neighbours and
+    semantic hashing; compress: rate against distortion of the quantised latent; all: every
+    task that applies, then one summary (docs/evaluation.md).
 
     `run=DIR` is an mmae-train output directory: its encoder/, checkpoints/best.ckpt and, unless
-    data is overridden, the data of its config.yaml. Or give `encoder=DIR` (probes only) and
-    optionally `checkpoint=FILE` (imputation).
+    data is overridden, the data of its config.yaml; results go to DIR/<task>.json (probe:
+    DIR/eval.json) and its figures beside them. Or give `encoder=DIR` (the tasks without a
+    decoder) and optionally `checkpoint=FILE`.
     """
     overrides = sys.argv[1:] if argv is None else argv
     run_command("mmae-eval", lambda: _evaluate(overrides))
@@ -60,53 +59,79 @@ def _evaluate(overrides: list[str]) -> None:
                 OmegaConf.update(trained, key, yaml.safe_load(value), force_add=True)
         cfg.data = trained.data
     validate_config(cfg, "evaluate")
+    context = _context(cfg, run)
+    names = tasks() if cfg.task == ALL else [cfg.task]
+    outcomes, skipped = {}, {}
+    for name in names:
+        task = EVALUATIONS[name]()
+        reason = task.applies(context)
+        if reason is not None:
+            if cfg.task != ALL:
+                raise ConfigError(f"task={name} {reason}")
+            skipped[name] = reason
+            continue
+        own = OmegaConf.to_container(cfg[name]) if cfg.get(name) is not None else {}
+        context.options = {**{key: cfg[key] for key in SHARED_OPTIONS}, **own}
+        outcome = task.run(context)
+        outcomes[name] = outcome
+        print(f"\n== {name} ==\n{outcome.text}" if cfg.task == ALL else outcome.text)
+        output = _output_path(cfg, run, RESULT_FILES.get(name, f"{name}.json"), single=cfg.task != ALL)
+        if output is not None:
+            write_text_atomic(output, json.dumps(outcome.results, indent=2))
+            print(f"mmae-eval: {name} results in {output}")
+    if cfg.task == ALL:
+        print("\n" + format_summary(outcomes, skipped))
+        output = _output_path(cfg, run, "eval_all.json", single=True)
+        if output is not None:
+            summary = {"summary": {n: o.summary for n, o in outcomes.items()}, "skipped": skipped}
+            write_text_atomic(output, json.dumps(summary, indent=2))
+            print(f"mmae-eval: summary in {output}")
+
+
+#: Settings at the top of conf/evaluate.yaml that tasks read beside their own section.
+SHARED_OPTIONS = ("projection", "noise_std", "cleaned")
+#: Result files whose names predate task=all (the others are `<task>.json`).
+RESULT_FILES = {"probe": "eval.json"}
+
+
+def _context(cfg, run: Path | None) -> EvalContext:
+    """The run as every task reads it: the export, the whole model when a checkpoint is known,
+    the data, where figures go."""
     encoder_dir = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
         run / "checkpoints" / "best.ckpt" if run else None)
-    if cfg.task not in TASKS:
-        raise ConfigError(f"unknown task '{cfg.task}'; available: {', '.join(TASKS)}")
-    if cfg.task in ("anomaly", "denoise"):
-        results, text = _reconstruction_task(cfg.task, checkpoint, cfg)
-    else:
-        if encoder_dir is None:
+    if encoder_dir is None:
+        if checkpoint is None:
             raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
+        model = load_checkpoint_model(checkpoint, trust_code=cfg.trust_code)
+        encoder = FrozenEncoder(model.encoder, describe(model))
+    else:
         encoder = load_encoder(encoder_dir, trust_code=cfg.trust_code)
         model = load_checkpoint_model(checkpoint, trust_code=cfg.trust_code) if checkpoint else None
-        datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
-        picture = _output_path(cfg, run, "eval.json")
-        picture = picture.with_name("latent_map.png") if picture else None
-        results = evaluate(encoder, datamodule, model, latent_map=picture, projection=cfg.projection)
-        if picture:
-            results["latent_map"] = str(picture)
-        text = format_results(results)
-    print(text)
-    output = _output_path(cfg, run, {"anomaly": "anomaly.json", "denoise": "denoise.json"}.get(
-        cfg.task, "eval.json"))
-    if output is not None:
-        write_text_atomic(output, json.dumps(results, indent=2))
-        print(f"mmae-eval: results in {output}")
+    datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
+    figures = _output_path(cfg, run, "eval.json", single=True)
+    return EvalContext(encoder, datamodule, model, figures=figures.parent if figures else None,
+                       seed=cfg.seed)
 
 
-def _output_path(cfg, run: Path | None, default_name: str) -> Path | None:
-    return Path(cfg.output) if cfg.output else (run / default_name if run else None)
+def _output_path(cfg, run: Path | None, default_name: str, single: bool) -> Path | None:
+    """Where a result goes: `output=FILE` for one task (task=all: its summary, with the tasks'
+    files beside it), else the run directory."""
+    if cfg.output:
+        output = Path(cfg.output)
+        return output if single else output.with_name(default_name)
+    return run / default_name if run else None
 
 
-def _reconstruction_task(task: str, checkpoint: Path | None, cfg) -> tuple[dict, str]:
-    """task=anomaly or task=denoise: both need the whole model (the decoder too)."""
-    if checkpoint is None:
-        raise ConfigError(f"task={task} needs the decoder: give run=DIR or checkpoint=FILE")
-    model = load_checkpoint_model(checkpoint, trust_code=cfg.trust_code)
-    datamodule = build(cfg.data, _partial_=True)(modalities=model.modalities)
-    if task == "anomaly":
-        results = evaluate_anomalies(model, datamodule)
-        return results, format_anomaly_results(results)
-    results = denoising_errors(model, datamodule.test_dataloader(), cfg.noise_std, cfg.seed)
-    text = format_denoising(results, cfg.noise_std)
-    if cfg.cleaned:
-        path = save_denoised(model, datamodule.test_dataloader(), cfg.noise_std, Path(cfg.cleaned), cfg.seed)
-        results["cleaned"] = str(path)
-        text += f"\ndenoised test inputs in {path}"
-    return results, text
+def format_summary(outcomes: dict[str, TaskResult], skipped: dict[str, str]) -> str:
+    """task=all's one table: each task's headline numbers, then the tasks skipped and why."""
+    lines = ["summary", f"  {'task':<12}{'measure':<44}{'value':>10}"]
+    for name, outcome in outcomes.items():
+        for i, (measure, value) in enumerate(outcome.summary.items()):
+            shown = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+            lines.append(f"  {name if i == 0 else '':<12}{measure:<44}{shown:>10}")
+    lines += [f"  skipped {name}: {reason}" for name, reason in skipped.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """`mmae-features`: frozen features of a dataset from an exported encoder.
 
     mmae-features encoder=DIR output=features.npz [split=test] ['modalities=[image]']
-                  [data=manifest data.path=FILE]
+                  [private=true] [data=manifest data.path=FILE]
 
 Writes `.npz` (arrays `features`, `ids`, `labels`), `.npy` (features only) or `.parquet`
 (columns `id`, `label`, `f0`...`fN`), atomically. `modalities` restricts the encoder's input
 to a subset (default: all it was trained on); samples with none of them are left out.
+
+The features are the shared code `[N, latent_dim]`. `private=true` (an encoder trained with
+`model.private_dim > 0`) appends every modality's private code: `[N, latent_dim + M * private_dim]`,
+the shared code first, then the encoder's modalities in their order (`config.json`'s
+`modalities`), `private_dim` columns each, zeros where a modality is missing or left out.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def _features(overrides: list[str]) -> None:
         raise ConfigError(f"split must be one of {SPLITS}, got '{cfg.split}'")
     if Path(cfg.output).suffix not in FORMATS:
         raise ConfigError(f"output must end with one of {FORMATS}, got '{cfg.output}'")
-    encoder = load_encoder(cfg.encoder, trust_code=cfg.trust_code)
+    encoder = load_encoder(cfg.encoder, trust_code=cfg.trust_code, private=cfg.private)
     names = list(cfg.modalities) if cfg.modalities else list(encoder.modalities)
     unknown = [n for n in names if n not in encoder.modalities]
     if unknown:
@@ -74,7 +79,9 @@ def _features(overrides: list[str]) -> None:
               "test": datamodule.test_dataloader}[cfg.split]()
     features = encode_batches(encoder, loader, names, progress=True)
     path = save_features(features, cfg.output)
-    print(f"mmae-features: {features.codes.shape[0]} x {features.codes.shape[1]} features of "
+    layout = (f" (shared {encoder.latent_dim}, then {encoder.private_dim} private per modality of "
+              f"{'+'.join(encoder.modalities)})" if encoder.private else "")
+    print(f"mmae-features: {features.codes.shape[0]} x {features.codes.shape[1]} features{layout} of "
           f"{'+'.join(names)} ({cfg.split}) in {path}")
 
 

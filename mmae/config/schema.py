@@ -69,20 +69,23 @@ def _train_schema() -> dict[str, Any]:
 
 
 def _evaluate_schema() -> dict[str, Any]:
-    from mmae.analysis.evaluate import TASKS
+    from mmae.analysis.catalog import task_names
     from mmae.analysis.latent_map import PROJECTIONS
+    from mmae.core.registry import EVALUATIONS
 
-    return {"task": Literal[TASKS], "projection": Literal[tuple(PROJECTIONS)], "noise_std": float,
-            "cleaned": str | None, "seed": int, "run": str | None, "encoder": str | None,
-            "checkpoint": str | None, "output": str | None, "trust_code": bool,
-            "data": Target(passed=("modalities",)), "hydra": IGNORED}
+    own = {name: EVALUATIONS[name].options for name in EVALUATIONS if EVALUATIONS[name].options}
+    return {"task": Literal[tuple(task_names())], "projection": Literal[tuple(PROJECTIONS)],
+            "noise_std": float, "cleaned": str | None, "seed": int, "run": str | None,
+            "encoder": str | None, "checkpoint": str | None, "output": str | None, "trust_code": bool,
+            "data": Target(passed=("modalities",)), "hydra": IGNORED, **own}
 
 
 def _features_schema() -> dict[str, Any]:
     from mmae.data.batch import SPLITS
 
     return {"seed": int, "encoder": str | None, "output": str | None, "split": Literal[SPLITS],
-            "modalities": list[str] | None, "trust_code": bool, "data": Target(passed=("modalities",)),
+            "modalities": list[str] | None, "trust_code": bool, "private": bool,
+            "data": Target(passed=("modalities",)),
             "hydra": IGNORED}
 
 
@@ -153,8 +156,9 @@ def _check_encoder(model: Any, fusion: Any) -> None:
     defaults = inspect.signature(model_cls).parameters
     if not all(key in defaults for key in ("variational", "latent_activation")):
         return  # a subclass with other arguments: its own checks apply when it is built
-    settings = {key: get(model, key, defaults[key].default)
-                for key in ("variational", "latent_activation")}
+    keys = [key for key in ("variational", "latent_activation", "top_k", "latent_dim", "private_dim")
+            if key in defaults]
+    settings = {key: get(model, key, defaults[key].default) for key in keys}
     if not any(v in (UNRESOLVED, MISSING) for v in settings.values()):
         check_encoder_choices(fusion_cls, **settings)
 

@@ -13,6 +13,8 @@ VARIANTS: dict[str, list[str]] = {
     "sparse: L1": ["objective=sparse_l1"],
     "sparse: KL (sigmoid code)": ["objective=sparse_kl", "corruption=modality_dropout"],
     "contractive": ["objective=contractive"],
+    "k-sparse (top-k)": ["model=ksparse"],
+    "binary code (hash)": ["model.latent_activation=binary"],
     "AE, concat fusion": ["fusion=concat"],
     "AE, attention fusion": ["fusion=attention"],
     "VAE, mean fusion": ["model=vae"],

@@ -125,6 +125,11 @@ class KLDivergence(LossTerm):
     """`beta * mean_b KL(q(z|x_b) || N(0, I))`, with `beta` ramped linearly from 0 over
     `warmup_steps` training steps (KL warm-up against posterior collapse).
 
+    With private latents (`model.private_dim > 0`) each sample's KL also holds
+    `sum_m KL(q(w_m|x_m) || N(0, I))` over the modalities the encoder saw for it (the private
+    posterior of a missing one is the prior: no KL), with the same `beta`; `kl_shared` and
+    `kl_private` are logged beside the total `kl`.
+
     The reconstruction is a per-element mean, so `beta` also absorbs the decoder's variance
     and the input size: a Gaussian decoder of variance s^2 on D elements gives beta = 2 s^2 / D.
     """
@@ -145,8 +150,23 @@ class KLDivergence(LossTerm):
         return self.beta * min(1.0, global_step / self.warmup_steps)
 
     def __call__(self, step: Step) -> TermValue:
-        kl = step.output.posterior.kl.mean()
-        return TermValue(self.coefficient(step.global_step) * kl, {"kl": kl})
+        shared = step.output.posterior.kl
+        private = private_kl(step.output)
+        if private is None:
+            kl = shared.mean()
+            return TermValue(self.coefficient(step.global_step) * kl, {"kl": kl})
+        kl = (shared + private).mean()
+        return TermValue(self.coefficient(step.global_step) * kl,
+                         {"kl": kl, "kl_shared": shared.mean(), "kl_private": private.mean()})
+
+
+def private_kl(output: AutoencoderOutput) -> Tensor | None:
+    """Per-sample `sum_m KL(q(w_m|x_m) || N(0, I))` `[B]` of the private posteriors, or None
+    without them (missing modalities' posteriors are the prior, so they add 0)."""
+    posteriors = list(output.private_posteriors.values())
+    if not posteriors:
+        return None
+    return torch.stack([posterior.kl for posterior in posteriors]).sum(dim=0)
 
 
 @LOSS_TERMS.register("sparse_l1")

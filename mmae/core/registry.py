@@ -1,4 +1,4 @@
-"""The one registry of component names: modalities, fusions and loss terms.
+"""The one registry of component names: modalities, fusions, loss terms and evaluation tasks.
 
 Each of mmae's own components registers itself where it is defined
 (`@MODALITIES.register("image")`), and everything that needs the list reads it here: the
@@ -117,3 +117,5 @@ def _import_class(reference: str, base: type, kind: str, where: str) -> type:
 MODALITIES: Registry = Registry("modality", former_module="mmae.modalities")
 FUSIONS: Registry = Registry("fusion", former_module="mmae.fusion")
 LOSS_TERMS: Registry = Registry("loss term")
+#: `mmae-eval` tasks (`mmae.analysis.tasks.Evaluation` subclasses), registered in `mmae.analysis`.
+EVALUATIONS: Registry = Registry("evaluation task")

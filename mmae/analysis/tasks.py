@@ -1,0 +1,99 @@
+"""What every `mmae-eval` task shares: the run it measures (`EvalContext`, which encodes each
+split once however many tasks read it), what a task gives back (`TaskResult`) and the base
+class each task subclasses and registers in `mmae.core.registry.EVALUATIONS`.
+
+A task is also a library call: `Cluster().run(EvalContext(encoder, datamodule))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from mmae.analysis.evaluate import Features, encode_batches, input_features
+from mmae.artifacts.export import FrozenEncoder
+from mmae.core.errors import ConfigError
+from mmae.core.model import MultimodalAutoencoder
+
+
+@dataclass
+class EvalContext:
+    """A trained run and its data, as the tasks read them.
+
+    `encoder`: the exported encoder (codes); `model`: the whole autoencoder (decoder too), or
+    None when only an export was given; `datamodule`: the run's data (`train_dataloader`,
+    `val_dataloader`, `test_dataloader`); `figures`: the directory for PNGs (None: draw none);
+    `options`: the task's own settings (the `<task>:` section of `conf/evaluate.yaml`).
+    """
+
+    encoder: FrozenEncoder
+    datamodule: Any
+    model: MultimodalAutoencoder | None = None
+    figures: Path | None = None
+    seed: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    _codes: dict = field(default_factory=dict, repr=False)
+    _inputs: dict = field(default_factory=dict, repr=False)
+
+    def loader(self, split: str):
+        return getattr(self.datamodule, f"{split}_dataloader")()
+
+    def codes(self, split: str, modalities: Sequence[str] | None = None) -> Features:
+        """Deterministic codes of a split (from all modalities, or from a subset), computed once."""
+        key = (split, tuple(modalities) if modalities is not None else None)
+        if key not in self._codes:
+            self._codes[key] = encode_batches(self.encoder, self.loader(split), modalities)
+        return self._codes[key]
+
+    def inputs(self, split: str) -> tuple[Tensor, Tensor]:
+        """The split's preprocessed inputs flattened side by side, with the labels (the
+        raw-input baselines' view), computed once."""
+        if split not in self._inputs:
+            self._inputs[split] = input_features(self.encoder, self.loader(split))
+        return self._inputs[split]
+
+    def figure(self, name: str) -> Path | None:
+        """Where a task draws `name` (a PNG), or None when no figures are wanted."""
+        return None if self.figures is None else self.figures / name
+
+    def require_model(self, task: str) -> MultimodalAutoencoder:
+        if self.model is None:
+            raise ConfigError(f"task={task} needs the decoder: give run=DIR or checkpoint=FILE")
+        return self.model
+
+
+@dataclass
+class TaskResult:
+    """A task's outcome: `results` (JSON-able, written to `<task>.json`), `text` (the table it
+    prints), `summary` (a few headline numbers, `name -> value`, for `task=all`'s one table)
+    and the PNGs it drew."""
+
+    results: dict
+    text: str
+    summary: dict[str, float | None] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+
+class Evaluation:
+    """One `mmae-eval` task. Subclasses set `needs_model` (the decoder), `needs_labels` and
+    `options` (their settings' names -> types: the `<task>:` section of `conf/evaluate.yaml`,
+    checked by the config schema), and implement `run`; `applies` says why a run cannot take
+    the task (None: it can), which `task=all` uses to skip it with that reason."""
+
+    needs_model: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    options: ClassVar[dict[str, Any]] = {}
+
+    def applies(self, context: EvalContext) -> str | None:
+        if self.needs_model and context.model is None:
+            return "needs the decoder: give run=DIR or checkpoint=FILE"
+        if self.needs_labels and not bool((context.codes("test").labels >= 0).any()):
+            return "needs labelled test samples"
+        return None
+
+    def run(self, context: EvalContext) -> TaskResult:
+        raise NotImplementedError
