@@ -134,3 +134,38 @@ def test_eval_overrides_apply_on_top_of_the_runs_data(run, tmp_path):
     # The tiny run's 320 samples are kept (the default synthetic config has 4000).
     results = json.loads((tmp_path / "e.json").read_text())
     assert results["samples"] == {"train": 256, "test": 32}
+
+
+QUICK_TASKS = ["compress.levels=[2,8]", "compress.jpeg_quality=[50]", "robustness.sigmas=[0.0,1.0]",
+               "robustness.matched_probes=false", "retrieval.bits=[8]", "retrieval.k=[1,10]",
+               "coherence.prior_samples=200", "cluster.restarts=2"]
+
+
+@pytest.mark.slow
+def test_eval_all_runs_every_task_and_prints_one_summary(eval_run, tmp_path, capsys):
+    from mmae.analysis.catalog import tasks
+
+    eval_main([f"run={eval_run}", "task=all", f"output={tmp_path / 'all.json'}", *QUICK_TASKS])
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "all.json").read_text())
+    assert list(summary["summary"]) == tasks() and summary["skipped"] == {}
+    assert tasks()[:3] == ["probe", "anomaly", "denoise"]
+    for name in tasks():  # each task's own file beside the summary, and its headline in the table
+        assert (tmp_path / ("eval.json" if name == "probe" else f"{name}.json")).is_file(), name
+        assert f"== {name} ==" in out
+    table = out[out.rindex("\nsummary\n"):]
+    assert "cluster accuracy (codes)" in table and "coherence from 2" in table
+    probe = json.loads((tmp_path / "eval.json").read_text())["linear_probe_accuracy"]["all modalities"]
+    assert summary["summary"]["probe"]["probe all"] == probe > 0.18  # chance 0.1; 0.25 measured
+
+
+@pytest.mark.slow
+def test_eval_all_with_an_export_alone_skips_the_tasks_that_need_the_decoder(eval_run, tmp_path, capsys):
+    eval_main([f"encoder={eval_run / 'encoder'}", "task=all", f"output={tmp_path / 'all.json'}",
+               *QUICK_TASKS])
+    skipped = json.loads((tmp_path / "all.json").read_text())["skipped"]
+    assert set(skipped) == {"anomaly", "denoise", "coherence", "compress"}
+    assert all("needs the decoder" in reason for reason in skipped.values())
+    assert "skipped compress: needs the decoder" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="mmae-eval: task=compress needs the decoder"):
+        eval_main([f"encoder={eval_run / 'encoder'}", "task=compress"])
