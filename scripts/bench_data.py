@@ -1,5 +1,5 @@
-"""Throughput of the manifest loader: the first epoch (every file decoded once, into the
-cache) and later epochs (no file read) against a bare loop.
+"""Throughput of the manifest loader (the first epoch, every file decoded once into the
+cache, and later epochs, no file read) and of LitData shards, against bare loops.
 
 Writes a manifest of N PNG + WAV samples (default 10,000), then reports samples/s of:
   - a bare Python loop that decodes each file (Pillow, soundfile) and nothing else;
@@ -25,8 +25,10 @@ import soundfile
 import torch
 from PIL import Image
 
+from mmae.data.manifest import ManifestDataset, fit_modalities
+from mmae.data.shards import write_shards
 from mmae.modalities import AudioModality, ImageModality
-from mmae.training.datamodule import ManifestDataModule
+from mmae.training.datamodule import ManifestDataModule, StreamDataModule
 
 SIZE, RATE, DURATION = 32, 8000, 0.5
 
@@ -89,6 +91,25 @@ def loader(path: Path, workers: int, batch_size: int, cache: bool = True) -> tup
     return first, count / (time.perf_counter() - start)
 
 
+def shard(path: Path, output: Path, workers: int) -> float:
+    """Samples/s of `mmae-shard`'s work: decode every file once and write the shards."""
+    start = time.perf_counter()
+    modalities = _modalities()
+    datasets = {split: ManifestDataset(path, modalities, split, split_fractions=(1.0, 0.0, 0.0), cache=False)
+                for split in ("train", "val", "test")}
+    fit_modalities(datasets["train"])
+    meta = write_shards(datasets, output, num_workers=workers)
+    return meta["splits"]["train"]["samples"] / (time.perf_counter() - start)
+
+
+def stream(shards: Path, workers: int, batch_size: int) -> float:
+    """Samples/s of two epochs of the `data=stream` training loader (building it included)."""
+    start = time.perf_counter()
+    data = StreamDataModule(str(shards), _modalities(), batch_size=batch_size, num_workers=workers)
+    count = sum(len(batch["index"]) for _ in range(2) for batch in data.train_dataloader())
+    return count / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000)
@@ -106,6 +127,12 @@ def main() -> None:
         workers = max(args.workers)
         _, uncached = loader(path, workers, args.batch_size, cache=False)
         rows.append((f"mmae, data.cache=false, {workers} workers, epoch 2+", uncached, uncached / memory))
+        shards = Path(folder) / "shards"
+        sharded = shard(path, shards, workers)
+        rows.append((f"mmae-shard, {workers} workers (decode + write, epoch 1)", sharded, sharded / decode))
+        for workers in args.workers:
+            streamed = stream(shards, workers, args.batch_size)
+            rows.append((f"data=stream, {workers} workers, epochs 1-2", streamed, streamed / memory))
     print(f"\n`python scripts/bench_data.py --samples {args.samples} --batch-size {args.batch_size}`\n")
     print(f"bare decode loop: {decode:,.0f} samples/s; bare in-memory loop: {memory:,.0f} samples/s\n")
     print("| reader | samples/s | ratio |\n|---|---|---|")

@@ -4,6 +4,7 @@ number measured in this run.
     python scripts/bench_realdata.py                                  # default settings (minutes)
     python scripts/bench_realdata.py --epochs 1 --variants            # a quick smoke run, no variants
     python scripts/bench_realdata.py --variants "fusion=attention" "model=vae fusion=mopoe" --json out.json
+    python scripts/bench_realdata.py --variants --stream                # the default from shards too
 
 The data is "spoken digits" (scripts/realdata.py): 8x8 handwritten digit images paired with
 the digit's word spoken by espeak-ng, test voices never heard in training, a manifest with
@@ -18,6 +19,9 @@ Rows:
 - **raw-input probe**: the same linear probe on the model's inputs (pixels, log-mel).
 - **PCA-k**: the inputs standardised and projected on k principal components, k = mmae's latent
   size: a linear code of the same size learnt without a network.
+- **mmae default, from shards** (`--stream`): the same command with the manifest first written
+  to LitData shards by `mmae-shard` and read with `data=stream`; it should match the default
+  row up to the shuffle order (the shards' stored statistics replace the fitting pass).
 - **per-modality AEs**: one mmae autoencoder per modality (`modality=[image]`, `modality=[audio]`),
   the question being whether training the modalities jointly buys anything. Its "probe all" is
   the two codes side by side; its cross-modal columns bridge the two latent spaces with a ridge
@@ -91,13 +95,33 @@ class Run:
         return shlex.join(["mmae-train", *self.args])
 
 
-def train_args(manifest: Path, modalities: tuple[str, ...], folder: Path, extra: list[str]) -> list[str]:
-    """The README's manifest command: the data, the modalities, the image size (the digits are
-    8x8, not the default 28x28), the output directory, no logger; then `extra`."""
-    args = ["data=manifest", f"data.path={manifest}", f"modality=[{','.join(modalities)}]"]
-    if "image" in modalities:
-        args.append("modality.image.size=8")
-    return [*args, f"paths.output_dir={folder}", "logger=none", *extra]
+def modality_args(modalities: tuple[str, ...]) -> list[str]:
+    """The modalities and the image size (the digits are 8x8, not the default 28x28)."""
+    size = ["modality.image.size=8"] if "image" in modalities else []
+    return [f"modality=[{','.join(modalities)}]", *size]
+
+
+def train_args(manifest: Path, modalities: tuple[str, ...], folder: Path, extra: list[str],
+               shards: Path | None = None) -> list[str]:
+    """The README's manifest command (or, given `shards`, its `data=stream` form): the data, the
+    modalities, the image size, the output directory, no logger; then `extra`."""
+    data = (["data=manifest", f"data.path={manifest}"] if shards is None
+            else ["data=stream", f"data.path={shards}"])
+    return [*data, *modality_args(modalities), f"paths.output_dir={folder}", "logger=none", *extra]
+
+
+def write_shards(manifest: Path, output: Path) -> float:
+    """`mmae-shard` on the manifest, with the default run's modality settings; its seconds."""
+    if output.exists():
+        raise BenchError(f"{output} exists: choose a fresh --runs directory")
+    command = [sys.executable, "-m", "mmae.cli.shard", "data=manifest", f"data.path={manifest}",
+               *modality_args(BOTH), f"output={output}"]
+    print(f"[shards] {shlex.join(['mmae-shard', *command[3:]])}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"mmae-shard failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -365,32 +389,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None,
                         help="dataset seed, also passed as seed=N to every run (default: dataset 0, "
                              "mmae's own default seed)")
+    parser.add_argument("--stream", action="store_true",
+                        help="also train the default from LitData shards (mmae-shard, data=stream)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return parser.parse_args(argv)
 
 
-def plan_runs(args: argparse.Namespace, manifest: Path) -> tuple[list[Run], dict[str, Run]]:
-    """The joint runs (default first, then one per variant) and one run per modality."""
-    runs_root = (args.runs or Path("outputs/realdata/runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+def plan_runs(args: argparse.Namespace, manifest: Path,
+              runs_root: Path) -> tuple[list[Run], dict[str, Run], Run | None]:
+    """The joint runs (default first, then one per variant), one run per modality and, with
+    `--stream`, the default from shards (`runs_root/shards`)."""
     extra = ([] if args.epochs is None else [f"trainer.max_epochs={args.epochs}"]) + (
         [] if args.seed is None else [f"seed={args.seed}"])
 
-    def make(name: str, modalities: tuple[str, ...], overrides: list[str]) -> Run:
+    def make(name: str, modalities: tuple[str, ...], overrides: list[str], shards: Path | None = None) -> Run:
         folder = runs_root / name
         return Run(name, modalities, overrides, folder,
-                   train_args(manifest, modalities, folder, [*overrides, *extra]))
+                   train_args(manifest, modalities, folder, [*overrides, *extra], shards))
 
     joint = [make("mmae-default", BOTH, [])]
     joint += [make(f"variant-{i}-" + re.sub(r"[^A-Za-z0-9]+", "_", v).strip("_"), BOTH, shlex.split(v))
               for i, v in enumerate(args.variants, start=1)]
-    return joint, {name: make(f"{name}-ae", (name,), []) for name in BOTH}
+    stream = make("mmae-default-stream", BOTH, [], runs_root / "shards") if args.stream else None
+    return joint, {name: make(f"{name}-ae", (name,), []) for name in BOTH}, stream
 
 
 def evaluate_all(joint: list[Run], separate: dict[str, Run], data: dict[str, Split],
-                 seed: int) -> tuple[dict, dict]:
+                 seed: int, stream: Run | None = None) -> tuple[dict, dict]:
     """Every row of the table (keyed by a stable id, `method` its label) and each joint run's numbers."""
     judges = {name: RealFeatureClassifiers(data["train"].labels) for name in BOTH}
-    results = {run.name: evaluate_joint(run, data, judges) for run in joint}
+    results = {run.name: evaluate_joint(run, data, judges) for run in [*joint, *([stream] if stream else [])]}
     default = results[joint[0].name]
     latent_dim = default["latent_dim"]
     default_model = mmae.load_checkpoint_model(joint[0].folder / "checkpoints" / "best.ckpt")
@@ -400,6 +428,8 @@ def evaluate_all(joint: list[Run], separate: dict[str, Run], data: dict[str, Spl
         best = max(joint[1:], key=lambda run: mean_accuracy(results[run.name]))
         rows["mmae_best_variant"] = {"method": f"mmae best variant (`{' '.join(best.overrides)}`)",
                                      "overrides": best.overrides, **results[best.name]}
+    if stream is not None:
+        rows["mmae_default_stream"] = {"method": "mmae default, from shards", **results[stream.name]}
     rows["raw_input_probe"] = {"method": "raw-input probe", **raw}
     rows["pca_probe"] = {"method": f"PCA-{latent_dim} probe", **reduced}
     rows["per_modality_aes"] = {"method": "per-modality AEs", **evaluate_separate(separate, data, judges)}
@@ -412,15 +442,18 @@ def bench(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     manifest = build_spoken_digits(args.data, seed=data_seed).resolve()
     build_s = time.perf_counter() - start
-    joint, separate = plan_runs(args, manifest)
-    for run in [*joint, *separate.values()]:
+    runs_root = (args.runs or Path("outputs/realdata/runs") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    joint, separate, stream = plan_runs(args, manifest, runs_root)
+    shard_s = write_shards(manifest, runs_root / "shards") if stream else None
+    every = [*joint, *separate.values(), *([stream] if stream else [])]
+    for run in every:
         train(run)
     plain_s = plain_loop_seconds(joint[0])
     data = load_splits(manifest)
-    rows, results = evaluate_all(joint, separate, data, data_seed)
+    rows, results = evaluate_all(joint, separate, data, data_seed, stream)
     runs = {run.name: {"command": run.command, "seconds": run.seconds, "folder": str(run.folder),
-                       **results.get(run.name, {})} for run in [*joint, *separate.values()]}
-    return {"rows": rows, "runs": runs,
+                       **results.get(run.name, {})} for run in every}
+    return {"rows": rows, "runs": runs, "shard_s": shard_s,
             "overhead": {"mmae_train_s": joint[0].seconds, "plain_loop_s": plain_s,
                          "ratio": joint[0].seconds / plain_s},
             "dataset": {"manifest": str(manifest), "seed": data_seed, "build_s": build_s,
@@ -439,6 +472,10 @@ def report(outcome: dict, argv: list[str]) -> str:
     lines += [f"whole `mmae-train` (default) {overhead['mmae_train_s']:.0f} s against a plain PyTorch loop "
               f"over pre-decoded tensors, same model and epochs, {overhead['plain_loop_s']:.0f} s: "
               f"{overhead['ratio']:.2f}x", ""]
+    if outcome.get("shard_s") is not None:
+        stream = outcome["runs"]["mmae-default-stream"]
+        lines += [f"shards: mmae-shard {outcome['shard_s']:.0f} s, then `mmae-train data=stream` "
+                  f"{stream['seconds']:.0f} s (the manifest default: {overhead['mmae_train_s']:.0f} s)", ""]
     if outcome["variants_by_mean_accuracy"]:
         tried = ", ".join(f"`{k}` {100 * v:.1f}" for k, v in outcome["variants_by_mean_accuracy"].items())
         lines += [f"variants (mean of the accuracy columns; best picked on test): {tried}", ""]

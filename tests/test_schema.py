@@ -229,7 +229,8 @@ def test_a_null_modality_is_refused(compose_cfg):
 # --- everything shipped is valid --------------------------------------------------------------
 
 def _shipped() -> list[list[str]]:
-    needs = {"data=manifest": ["data.path=x.csv"], "fusion=poe": ["model=vae"], "fusion=moe": ["model=vae"],
+    needs = {"data=manifest": ["data.path=x.csv"], "data=stream": ["data.path=shards"],
+             "fusion=poe": ["model=vae"], "fusion=moe": ["model=vae"],
              "fusion=mopoe": ["model=vae"], "modality=[tabular]": ["modality.tabular.numeric=[a]"]}
     choices = [f"{group}={name}" for group in ("data", "model", "fusion", "objective", "corruption",
                                                 "trainer", "logger", "callbacks", "progress_bar",

@@ -152,6 +152,8 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     with warnings.catch_warnings():
         if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+        # (data=stream: LitData hands every worker its own chunks, so the length is exact)
+        warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:  # the best epoch's weights (read safely by the Trainer's CheckpointIO), for the

@@ -89,8 +89,14 @@ def _features_schema() -> dict[str, Any]:
             "hydra": IGNORED}
 
 
+def _shard_schema() -> dict[str, Any]:
+    return {"seed": int, "output": str | None, "chunk_bytes": int | str,
+            "data": Target(passed=("modalities",)), "modality": Nodes(Target()), "hydra": IGNORED}
+
+
 _ENTRY_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
-    "train": _train_schema, "evaluate": _evaluate_schema, "features": _features_schema}
+    "train": _train_schema, "evaluate": _evaluate_schema, "features": _features_schema,
+    "shard": _shard_schema}
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import reprlib
 from abc import ABC, abstractmethod
@@ -66,6 +67,12 @@ class Modality(ABC):
     #: reads the waveform while the decoder reconstructs the log-mel): `MultimodalEncoder`
     #: then takes it as `raw=`.
     encodes_raw: bool = False
+    #: The `config()` entries that decide what a manifest cell decodes to (not how it is then
+    #: encoded): shards decoded with other values hold other tensors (`decoding_settings`).
+    decoding_keys: ClassVar[tuple[str, ...]] = ()
+    #: The `config()` entries that decide how the raw input becomes features (an audio clip's
+    #: log-mel settings): statistics fitted with other values do not fit these features.
+    feature_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, shape: tuple[int, ...], raw_shape: tuple[int, ...] | None = None,
                  column: str | None = None):
@@ -157,6 +164,18 @@ class Modality(ABC):
 
     def fit(self, cells: list[Any]) -> None:  # noqa: B027 - optional hook, most modalities need none
         """Fit preprocessing statistics on the training split's cells (default: nothing)."""
+
+    def restore_fitted(self, config: dict) -> None:
+        """Take what fitting set in another instance's `config()` (the statistics stored with
+        shards) wherever this modality has nothing of its own: settings given explicitly win."""
+        own = self.config()
+        same_features = all(json.dumps(config.get(k)) == json.dumps(own.get(k)) for k in self.feature_keys)
+        if self.needs_statistics and same_features and config.get("mean") is not None:
+            self.set_statistics(config["mean"], config["std"])
+
+    def decoding_settings(self) -> dict:
+        """The `config()` entries of `decoding_keys`: what shards must have been decoded with."""
+        return {key: value for key, value in self.config().items() if key in self.decoding_keys}
 
     def file_path(self, value: Any, root: Path) -> Path | None:
         """The file a manifest cell names (relative to `root`), or None for an inline value;

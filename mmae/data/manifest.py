@@ -29,7 +29,7 @@ import os
 import reprlib
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -366,7 +366,6 @@ class ManifestDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict | None:
-        number, row = self.rows[index]
         tensors = self._cached(index)
         if tensors is None:
             tensors = self._decode(index)
@@ -378,6 +377,13 @@ class ManifestDataset(Dataset):
                 self.cache.put(index, tensors)
         elif self.cache.failed[index]:
             return None
+        return self.sample(index, tensors)
+
+    def sample(self, index: int, tensors: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """The dataset item of row position `index` from its decoded present modalities: every
+        modality (zeros where missing), `present` masks, `label` (-1: none), `index` (the row
+        number) and, with an `anomaly` column, the row's flag."""
+        number, row = self.rows[index]
         sample: dict[str, Any] = {"present": {}}
         for name, modality in self.modalities.items():
             present = name in tensors
@@ -394,6 +400,28 @@ class ManifestDataset(Dataset):
         if self.anomaly is not None:
             sample["anomaly"] = torch.tensor(self.anomaly[number - 1])
         return sample
+
+    def decoded(self, num_workers: int = 0, order: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row's sample, decoded once by `num_workers` processes in row order (or in
+        `order`, positions of the split) and not cached (`mmae-shard` writes them out); a row
+        that fails is raised or, with `on_error="skip"`, counted in `skipped` and left out."""
+        positions = list(range(len(self))) if order is None else list(order)
+        batch = 64
+        loader = DataLoader(_Decoding(self, positions), batch_size=batch, num_workers=num_workers,
+                            collate_fn=_stack_decoded)  # (a worker hands over a tensor per modality)
+        for start, (stacked, failures) in zip(range(0, len(positions), batch), loader, strict=True):
+            rows: dict[int, dict[str, torch.Tensor]] = {}
+            for name, (indices, values) in stacked.items():
+                for index, value in zip(indices, values, strict=True):
+                    rows.setdefault(index, {})[name] = value
+            failed = dict(failures)
+            for index in positions[start:start + batch]:
+                if index in failed:
+                    if self.on_error == "raise":
+                        raise failed[index]
+                    self.skipped.append(str(failed[index]))
+                    continue
+                yield self.sample(index, rows.get(index, {}))
 
     def _decode(self, index: int) -> dict[str, torch.Tensor] | DataError:
         """Read a row's present modalities; a failure is returned (not raised) as a `DataError`
@@ -476,6 +504,19 @@ class ManifestDataset(Dataset):
         where = "memory" if self.cache.in_memory else f"memory-mapped files in {self.cache.directory}"
         log.info("%s (%s): decoded %d of %d rows in %.1f s, cached in %s", self.path.name, self.split,
                  len(missing), len(self.rows), time.perf_counter() - start, where)
+
+
+def fit_modalities(train: ManifestDataset) -> None:
+    """Fit every modality's cell statistics (`Modality.fit`: tabular columns) on the training
+    split's cells, before any file is decoded: tabular cells decode with what is fitted."""
+    if len(train) == 0:
+        raise DataError(f"{train.path}: no usable training rows")
+    for name, modality in train.modalities.items():
+        try:
+            modality.fit(train.cells(name))
+        except (ConfigError, DataError) as error:  # e.g. no training row has the modality
+            raise DataError(f"{train.path.name}: cannot fit modality '{name}' (columns "
+                            f"{train.columns[name]}) on the training split: {error}") from None
 
 
 def _stack_decoded(items: list[tuple[int, dict | DataError]]):

@@ -33,26 +33,42 @@ class Moments:
         return mean.tolist(), variance.sqrt().clamp_min(MIN_STD).tolist()
 
 
-@torch.no_grad()
+class FeatureStatistics:
+    """The training split's feature statistics, accumulated batch by batch: in one pass over a
+    loader (`fit_feature_statistics`) or while the samples are written to shards."""
+
+    def __init__(self, modalities: Mapping[str, Modality]):
+        self.needing = {n: m for n, m in modalities.items() if m.needs_statistics}
+        self.preprocessors = {n: m.build_preprocessor() for n, m in self.needing.items()}
+        self.moments = {n: Moments(m.statistics_axis) for n, m in self.needing.items()}
+
+    @torch.no_grad()
+    def add(self, batch: dict | None) -> None:
+        """Add a collated batch: the features of the samples where each modality is present."""
+        if batch is None:  # every sample of the batch was skipped
+            return
+        for name, preprocessor in self.preprocessors.items():
+            mask = batch["present"][name]
+            if bool(mask.any()):
+                raw = batch[name][mask]
+                self.moments[name].add(raw if preprocessor is None else preprocessor(raw))
+
+    def apply(self, where: str = "the training split") -> None:
+        """Set `mean`/`std` of every modality that needed them."""
+        for name, modality in self.needing.items():
+            if self.moments[name].count == 0:
+                raise DataError(f"{where}: no sample has modality '{name}', so its statistics cannot be "
+                                f"fitted; give modality.{name}.mean and .std, or set "
+                                f"modality.{name}.normalize=false")
+            modality.set_statistics(*self.moments[name].mean_std())
+
+
 def fit_feature_statistics(modalities: Mapping[str, Modality], batches: Iterable[dict | None],
                            where: str = "the training split") -> None:
     """Set `mean`/`std` of every modality that needs them (`Modality.needs_statistics`), over
     the features (after the modality's preprocessing: the log-mel of a waveform) of the
     samples where it is present."""
-    needing = {n: m for n, m in modalities.items() if m.needs_statistics}
-    preprocessors = {n: m.build_preprocessor() for n, m in needing.items()}
-    moments = {n: Moments(m.statistics_axis) for n, m in needing.items()}
+    statistics = FeatureStatistics(modalities)
     for batch in batches:
-        if batch is None:  # every sample of the batch was skipped
-            continue
-        for name, preprocessor in preprocessors.items():
-            mask = batch["present"][name]
-            if bool(mask.any()):
-                raw = batch[name][mask]
-                moments[name].add(raw if preprocessor is None else preprocessor(raw))
-    for name, modality in needing.items():
-        if moments[name].count == 0:
-            raise DataError(f"{where}: no sample has modality '{name}', so its statistics cannot be "
-                            f"fitted; give modality.{name}.mean and .std, or set "
-                            f"modality.{name}.normalize=false")
-        modality.set_statistics(*moments[name].mean_std())
+        statistics.add(batch)
+    statistics.apply(where)

@@ -165,6 +165,8 @@ class AudioModality(Modality):
     """
 
     statistics_axis = 1  # per mel band of [1, n_mels, frames]
+    decoding_keys = ("sample_rate", "duration")
+    feature_keys = ("n_fft", "hop_length", "n_mels", "model", "extractor")
     preview_media = "audio"
 
     def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int = 512,

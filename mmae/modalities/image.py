@@ -127,6 +127,7 @@ class ImageModality(Modality):
     """
 
     statistics_axis = 0  # per channel
+    decoding_keys = ("channels", "size", "resize", "convert")
     preview_media = "image"
 
     def __init__(self, channels: int = 1, size: int | Sequence[int] = 28,

@@ -58,6 +58,7 @@ class TabularModality(Modality):
     """
 
     multi_column = True
+    decoding_keys = ("numeric", "categorical", "categories")  # (categories: a cell's index)
 
     def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = (),
                  categories: Mapping[str, Sequence[str]] | None = None,
@@ -101,6 +102,14 @@ class TabularModality(Modality):
         for column in self.categorical:
             if column not in self.categories:
                 self.categories[column] = sorted({str(cell[column]) for cell in cells})
+
+    def restore_fitted(self, config: dict) -> None:
+        """Numeric statistics and the category lists of columns that have none given."""
+        if self.numeric and self.mean is None and config.get("mean") is not None:
+            self.mean, self.std = [float(m) for m in config["mean"]], [float(s) for s in config["std"]]
+        for column, values in (config.get("categories") or {}).items():
+            if column in self.categorical and column not in self.categories:
+                self.categories[column] = [str(v) for v in values]
 
     @property
     def cardinalities(self) -> list[int]:

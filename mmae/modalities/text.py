@@ -110,6 +110,7 @@ class TextModality(Modality):
 
     dtype_kind = "long"
     preview_media = "text"
+    decoding_keys = ("tokenizer", "max_length")  # (`tokenizer` is `model`'s when not given)
 
     def __init__(self, model: str | None = None, model_config: dict | None = None,
                  tokenizer: str | None = None, max_length: int = 32, freeze: bool | None = None,

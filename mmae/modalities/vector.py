@@ -33,6 +33,7 @@ class VectorModality(Modality):
     """
 
     statistics_axis = 0  # per element
+    decoding_keys = ("dim",)
 
     def __init__(self, dim: int = 32, hidden: Sequence[int] = (128,), normalize: bool = True,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

@@ -1,18 +1,23 @@
 """LightningDataModules: the train/val/test datasets of a dataset factory (the synthetic
-data) or of a manifest, and their loaders."""
+data), of a manifest or of shards, and their loaders."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 
 import pytorch_lightning as pl
 import torch
+from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
-from mmae.data.manifest import ManifestDataset, OnError, collate_skipping
+from mmae.data.manifest import ManifestDataset, OnError, collate_skipping, fit_modalities
+from mmae.data.shards import ShardSet
 from mmae.data.statistics import fit_feature_statistics
+
+log = logging.getLogger(__name__)
 
 #: The splits each Lightning stage reads.
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -101,6 +106,7 @@ class MultimodalDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Refuse, before any work, a split that `stage` reads and that has no sample."""
+        stage = getattr(stage, "value", stage)  # (Lightning passes its TrainerFn enum)
         for split in STAGE_SPLITS.get(stage, ()):
             if len(self.ready(split)) == 0:
                 raise DataError(f"{self._describe(split)}: the {split} split is empty, and the {stage} "
@@ -144,14 +150,7 @@ class ManifestDataModule(MultimodalDataModule):
 
     def fit_statistics(self) -> None:
         train = self.dataset("train")
-        if len(train) == 0:
-            raise DataError(f"{train.path}: no usable training rows")
-        for name, modality in self.modalities.items():
-            try:
-                modality.fit(train.cells(name))
-            except (ConfigError, DataError) as error:  # e.g. no training row has the modality
-                raise DataError(f"{train.path.name}: cannot fit modality '{name}' (columns "
-                                f"{train.columns[name]}) on the training split: {error}") from None
+        fit_modalities(train)
         train.warm(self.num_workers)  # (tabular cells decode with the categories just fitted)
         super().fit_statistics()
 
@@ -165,3 +164,86 @@ class ManifestDataModule(MultimodalDataModule):
         """No worker processes for a split decoded into memory: they would only add copies."""
         cache = getattr(dataset, "cache", None)
         return 0 if cache is not None and cache.in_memory and not cache.missing_rows() else self.num_workers
+
+
+class StreamDataModule(MultimodalDataModule):
+    """`data=stream data.path=DIR_OR_URL`: the splits of a shard directory (`mmae-shard`),
+    streamed by LitData. The modalities must be the shards' (`ShardSet.adopt`); they take the
+    statistics stored with the shards, so nothing is scanned before training. Under DDP and
+    with workers every reader takes its own chunks; the training loader's position is part of
+    each checkpoint, so `ckpt_path=last` goes on from where the checkpoint was written."""
+
+    def __init__(self, path: str, modalities: Mapping[str, Modality], batch_size: int = 32,
+                 num_workers: int = 2, pin_memory: bool = False, cache_dir: str | None = None,
+                 max_cache_size: str = "50GB", storage_options: Mapping | None = None, seed: int = 0):
+        self.shards = ShardSet(path, cache_dir, max_cache_size, storage_options)
+        self.shards.adopt(modalities)  # (before super().__init__, which fits what is still unfitted)
+
+        def dataset(split: str, modalities: Mapping[str, Modality]) -> Dataset:
+            return self.shards.split(split, shuffle=split == "train", seed=seed)
+
+        super().__init__(dataset, modalities, batch_size, num_workers, pin_memory, seed=seed)
+
+    def fit_statistics(self) -> None:
+        """Statistics the shards could not lend (other log-mel settings, say): one pass over
+        the training shards, with a dataset that is not kept. (LitData reads the DDP world
+        when a dataset is built: the ones kept are built once the processes are up.)"""
+        if not any(m.needs_statistics for m in self.modalities.values()):
+            return
+        names = [n for n, m in self.modalities.items() if m.needs_statistics]
+        log.info("%s: fitting the statistics of %s from the training shards (the stored ones were "
+                 "fitted on other features)", self.shards.location, ", ".join(names))
+        train = self.shards.split("train")
+        loader = DataLoader(train, batch_size=256, num_workers=self.num_workers)
+        fit_feature_statistics(self.modalities, loader, where=self._describe("train"))
+
+    def _describe(self, split: str) -> str:
+        return f"{self.shards.location} ({split})"
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.ready(split)
+        if not isinstance(dataset, StreamingDataset):  # an empty split
+            return DataLoader(dataset, batch_size=self.batch_size)
+        if not shuffle:
+            # Evaluation needs no resumable state, and LitData parts a split among ranks and
+            # workers by whole batches of its loader: a small validation split would leave a
+            # rank without any. Parted by sample, every rank reads its share.
+            dataset.set_batch_size(1)
+            dataset.set_num_workers(self.num_workers)
+            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        trainer = self.trainer
+        # (the epoch Lightning hands samplers' `set_epoch`: right while a resumed epoch starts,
+        # when `trainer.current_epoch` still says the checkpoint's)
+        return TrainerEpochLoader(dataset, epoch=lambda: trainer.fit_loop.epoch_progress.current.processed
+                                  if trainer else None,
+                                  batch_size=self.batch_size, num_workers=self.num_workers,
+                                  pin_memory=self.pin_memory,
+                                  # (workers kept: LitData hands them each epoch's order)
+                                  persistent_workers=self.num_workers > 0,
+                                  # (else starting an iterator draws from the global generator)
+                                  generator=torch.Generator().manual_seed(self.seed))
+
+
+class TrainerEpochLoader(StreamingDataLoader):
+    """LitData's loader, drawing each epoch's order from the trainer's epoch (`epoch()`).
+
+    LitData counts the epochs it was iterated itself, and Lightning hands a loader its
+    checkpointed state only when resuming within an epoch: a run resumed at epoch k from an
+    epoch-end checkpoint would read epoch 0's order again. Within an epoch, LitData's own
+    restored state goes on where it stopped."""
+
+    def __init__(self, *args, epoch: Callable[[], int | None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._trainer_epoch = epoch
+
+    def __iter__(self):
+        epoch = self._trainer_epoch()
+        if epoch is not None and not self.restore:
+            self.current_epoch = epoch  # (LitData adds one as the epoch starts)
+        for batch in super().__iter__():
+            # A restored state is spent once its epoch has started: LitData clears it only when an
+            # epoch is read to the end, and Lightning stops at the epoch's last batch, so the next
+            # epoch would replay the restored one.
+            self.restore = False
+            yield batch
