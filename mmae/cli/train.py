@@ -181,7 +181,9 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
 def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.LightningDataModule,
             best: str) -> dict[str, Any]:
     """The final validation of the module's (best) weights, with the run's facts."""
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")  # (as in fit)
+        results = trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {name: float(value) for name, value in results[0].items()}
     return {
         "mmae_version": __version__,
