@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from litdata import StreamingDataset
 from manifest_factory import build_manifest, manifest_overrides
+from test_kill_resume import _wait_for
 
 from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.cli.shard import main as shard_main
@@ -229,14 +229,7 @@ def _kill_at(overrides: list[str], marker: Path, epoch: int, batch: int) -> None
     stall = ["+callbacks.stall._target_=stall.StallAt", f"+callbacks.stall.epoch={epoch}",
              f"+callbacks.stall.batch={batch}", f"+callbacks.stall.marker={marker}"]
     process = _mmae_train(*overrides, *stall)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if process.poll() is not None:
-            pytest.fail(f"training ended before it stalled:\n{process.stdout.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("training never reached the batch to stall at")
-        time.sleep(0.1)
+    _wait_for(marker, process)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     process.stdout.close()

@@ -43,6 +43,9 @@ from mmae.training.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
 
 log = logging.getLogger(__name__)
+#: Lightning's doubt about an IterableDataset's length; with data=stream LitData hands every
+#: worker its own chunks, so the length is exact.
+ITERABLE_LENGTH_WARNING = "Your `IterableDataset` has `__len__` defined"
 
 
 def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
@@ -152,8 +155,7 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     with warnings.catch_warnings():
         if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
-        # (data=stream: LitData hands every worker its own chunks, so the length is exact)
-        warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")
+        warnings.filterwarnings("ignore", ITERABLE_LENGTH_WARNING)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:  # the best epoch's weights (read safely by the Trainer's CheckpointIO), for the
@@ -182,7 +184,7 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
             best: str) -> dict[str, Any]:
     """The final validation of the module's (best) weights, with the run's facts."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")  # (as in fit)
+        warnings.filterwarnings("ignore", ITERABLE_LENGTH_WARNING)
         results = trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {name: float(value) for name, value in results[0].items()}
     return {

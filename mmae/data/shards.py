@@ -177,7 +177,7 @@ class ShardDataset(StreamingDataset):
     """One split of a shard directory, streamed (`shuffle` re-orders chunks and samples every
     epoch from `seed`; under DDP and with workers each reader takes its own chunks)."""
 
-    def __init__(self, location: str, split: str, skipped: list[str], shuffle: bool, seed: int,
+    def __init__(self, location: str, skipped: list[str], shuffle: bool, seed: int,
                  cache_dir: str | None, max_cache_size: str, storage_options: dict | None):
         # drop_last: LitData's default for the training split (under DDP it drops what would
         # give ranks unequal step counts, which would hang the gradient all-reduce); never for
@@ -190,14 +190,14 @@ class ShardDataset(StreamingDataset):
                          item_shuffle_window="full" if shuffle else None,
                          batch_decode=False if shuffle else "auto")
         self.path = PurePosixPath(location) if is_url(location) else Path(location)
-        self.split, self.skipped = split, skipped
+        self.skipped = skipped
 
 
 class EmptySplit(Dataset):
     """A split that the shards hold no sample of."""
 
-    def __init__(self, path: str, split: str, skipped: list[str]):
-        self.path, self.split, self.skipped = PurePosixPath(path), split, skipped
+    def __init__(self, path: str, skipped: list[str]):
+        self.path, self.skipped = PurePosixPath(path), skipped
 
     def __len__(self) -> int:
         return 0
@@ -293,10 +293,6 @@ class ShardSet:
                             f"mmae {__version__} reads format {SHARD_FORMAT}: write them again with this "
                             "mmae's mmae-shard")
 
-    @property
-    def labels(self) -> dict | None:
-        return self.meta.get("labels")
-
     # -- the modalities -------------------------------------------------------------------------
     def adopt(self, modalities: Mapping[str, Modality]) -> None:
         """Check that `modalities` are the shards' (names, kinds, decoding settings) and give
@@ -324,19 +320,16 @@ class ShardSet:
                                   f"{entry['raw_shape']}, the config expects {list(modality.raw_shape)}")
 
     # -- the splits -----------------------------------------------------------------------------
-    def samples(self, split: str) -> int:
-        return int(self.meta["splits"][split]["samples"])
-
     def split(self, split: str, shuffle: bool = False, seed: int = 0) -> Dataset:
         """One split as a `ShardDataset` (an `EmptySplit` when it has no sample)."""
         written = self.meta["splits"][split]
         skipped = list(written.get("skipped_rows", []))
         if not written["samples"]:
-            return EmptySplit(self._url(split), split, skipped)
+            return EmptySplit(self._url(split), skipped)
         if not self.remote:
             self._check_chunks(Path(self.location) / split)
         try:
-            return ShardDataset(self._url(split), split, skipped, shuffle, seed, self.cache_dir,
+            return ShardDataset(self._url(split), skipped, shuffle, seed, self.cache_dir,
                                 self.max_cache_size, self.storage_options)
         except Exception as error:
             raise DataError(f"{self._url(split)}: cannot open the shards ({type(error).__name__}: "
