@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 
 from mmae.core.errors import DataError
@@ -21,8 +22,11 @@ class Moments:
         self.count = 0
 
     def add(self, features: torch.Tensor) -> None:
-        x = features.double().movedim(1 + self.axis, 0).flatten(1)
-        total, squares = x.sum(1), x.square().sum(1)
+        # Summed by numpy (pairwise, one thread): torch's multi-threaded sums may order the
+        # additions differently from one process to the next, and a last-bit difference in a
+        # fitted mean breaks the bit-for-bit equality of a resumed run with an uninterrupted one.
+        x = features.double().movedim(1 + self.axis, 0).flatten(1).contiguous().numpy()
+        total, squares = torch.from_numpy(x.sum(1)), torch.from_numpy(np.square(x).sum(1))
         self.total = total if self.total is None else self.total + total
         self.squares = squares if self.squares is None else self.squares + squares
         self.count += x.shape[1]
