@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 
 
 class StallAt(pl.Callback):
-    """After batch `batch` of epoch `epoch`: touch `marker`, then sleep until killed."""
+    """After batch `batch` of epoch `epoch`: touch `marker`, then sleep until killed, or until
+    a signal asks Lightning to stop (it then stops after this batch, as it would mid-epoch)."""
 
     def __init__(self, epoch: int, batch: int, marker: str, seconds: float = 600.0):
         self.epoch, self.batch, self.marker, self.seconds = epoch, batch, Path(marker), seconds
@@ -17,4 +18,6 @@ class StallAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             self.marker.touch()
-            time.sleep(self.seconds)
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline and not trainer.received_sigterm:
+                time.sleep(0.05)

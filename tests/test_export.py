@@ -8,6 +8,7 @@ from itertools import combinations
 
 import pytest
 import torch
+from export_signing import as_unsigned_format, edit_signed
 from safetensors import safe_open
 
 from mmae import MultimodalAutoencoder, load_encoder
@@ -75,7 +76,7 @@ def test_export_holds_no_decoder_and_describes_itself(tmp_path):
     assert keys == set(model.encoder.state_dict())
     assert not any("decoder" in k or k.startswith("heads") for k in keys)
     config = json.loads((folder / "config.json").read_text())
-    assert config["mmae_version"] == "0.3.0" and len(config["weights_sha256"]) == 64
+    assert config["mmae_version"] == "0.4.0" and len(config["weights_sha256"]) == 64
     assert config["encoder"]["latent_dim"] == 4 and config["fusion"]["class"] == "poe"
     assert config["modalities"]["tabular"]["config"]["mean"] == [1.0]
     assert config["modalities"]["image"]["config"]["std"] == [0.25]
@@ -143,6 +144,8 @@ def _edit_config(folder, change):
     (folder / "config.json").write_text(json.dumps(config))
 
 
+#: Refusals that come before the config's own check (versions, the weights' SHA-256), or after
+#: it, for a config.json signed again as if exported that way (the registry's).
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["fusion"].update({"class": "os.system"}),
      r"fusion: fusion class 'os.system' is not one of mmae's \(mean, concat, attention, poe, moe, mopoe\).*"
@@ -150,23 +153,34 @@ def _edit_config(folder, change):
     (lambda c: c["modalities"]["vector"].update({"class": "subprocess.Popen"}),
      r"modality 'vector': modality class 'subprocess.Popen' is not one of mmae's .*trust_code=True"),
     (lambda c: c.update({"mmae_version": "7.0.0"}),
-     r"exported by mmae 7.0.0; this is mmae 0.3.0: major versions differ \(expected 0.x\)"),
-    (lambda c: c.update({"weights_sha256": "0" * 64}), r"SHA-256 .* does not match config.json's 0000"),
+     r"exported by mmae 7.0.0; this is mmae 0.4.0: major versions differ \(expected 0.x\)"),
     (lambda c: c.update({"mmae_version": "0.1.0", "format_version": 1}),
-     r"export format 1 \(mmae 0.1.0\), expected one of \(2, 3\): its networks are not the ones this mmae "
+     r"export format 1 \(mmae 0.1.0\), expected one of \(2, 3, 4\): its networks are not the ones this mmae "
      r"builds"),
 ])
 def test_tampered_or_foreign_configs_are_refused(export_dir, change, message):
-    _edit_config(export_dir, change)
+    edit_signed(export_dir, change)
     with pytest.raises(ExportError, match=message):
         load_encoder(export_dir)
 
 
+def test_a_config_naming_a_foreign_class_unsigned_is_refused_as_edited(export_dir):
+    _edit_config(export_dir, lambda c: c["fusion"].update({"class": "os.system"}))
+    with pytest.raises(ExportError, match=r"config\.json was edited after export"):
+        load_encoder(export_dir, trust_code=True)
+
+
+def test_a_wrong_weights_sha256_is_refused(export_dir):
+    _edit_config(export_dir, lambda c: c.update({"weights_sha256": "0" * 64}))
+    with pytest.raises(ExportError, match=r"SHA-256 .* does not match config.json's 0000"):
+        load_encoder(export_dir)
+
+
 def test_trusted_code_must_still_name_a_component_class(export_dir):
-    _edit_config(export_dir, lambda c: c["fusion"].update({"class": "os:system"}))
+    edit_signed(export_dir, lambda c: c["fusion"].update({"class": "os:system"}))
     with pytest.raises(ExportError, match=r"fusion: 'os:system' is not a Fusion subclass"):
         load_encoder(export_dir, trust_code=True)
-    _edit_config(export_dir, lambda c: c["fusion"].update({"class": "no_such_module_here:Fusion"}))
+    edit_signed(export_dir, lambda c: c["fusion"].update({"class": "no_such_module_here:Fusion"}))
     with pytest.raises(ExportError, match=r"cannot import fusion class 'no_such_module_here:Fusion'"):
         load_encoder(export_dir, trust_code=True)
 
@@ -175,12 +189,11 @@ def test_format_2_exports_naming_mmae_module_paths_still_load(export_dir):
     """mmae 0.2 named classes by module path (`mmae.fusion.PoEFusion`); the networks are the
     same, so those exports load as they are."""
     expected = load_encoder(export_dir)
-    def as_format_2(config):
-        config["format_version"] = 2
+    def module_paths(config):
         config["fusion"]["class"] = f"mmae.fusion.{type(expected.encoder.fusion).__name__}"
         for entry, modality in zip(config["modalities"].values(), expected.modalities.values(), strict=True):
             entry["class"] = f"mmae.modalities.{type(modality).__name__}"
-    _edit_config(export_dir, as_format_2)
+    as_unsigned_format(export_dir, 2, module_paths)  # format 2 recorded no config_sha256
     loaded = load_encoder(export_dir)
     assert type(loaded.encoder.fusion) is type(expected.encoder.fusion)
     for key, value in expected.encoder.state_dict().items():
@@ -200,8 +213,8 @@ def test_missing_and_truncated_weights_are_reported(export_dir):
 
 
 def test_weights_of_another_shape_than_the_config_are_reported(export_dir):
-    _edit_config(export_dir, lambda c: c["encoder"].update({"latent_dim": 5}))
-    with pytest.raises(ExportError, match=r"does not match config\.json"):
+    edit_signed(export_dir, lambda c: c["encoder"].update({"latent_dim": 5}))
+    with pytest.raises(ExportError, match=r"model\.safetensors does not match config\.json"):
         load_encoder(export_dir)
 
 

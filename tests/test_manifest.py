@@ -129,11 +129,13 @@ def test_skip_mode_skips_bad_samples_and_counts_them(manifest):
     (manifest.parent / "images" / "3.png").unlink()  # found up front
     _edit(manifest, 5, "weight", "nan")  # found up front
     _write_bytes(manifest.parent / "audio" / "8.wav", b"garbage")  # found when read
-    with pytest.warns(UserWarning, match=r"skipped 2 row\(s\): manifest.csv, row 4"):
+    with (pytest.warns(UserWarning, match=r"skipped 2 row\(s\): manifest.csv, row 4"),
+          pytest.warns(UserWarning, match=r"skipped 1 row\(s\) whose files failed to decode .*row 9")):
         data = ManifestDataModule(str(manifest), _modalities(), batch_size=4, num_workers=0,
                                   on_error="skip", split_fractions=(1, 0, 0))
     dataset = data.dataset("train")
-    assert len(dataset) == 10 and len(dataset.skipped) == 2
+    assert len(dataset) == 10 and len(dataset.skipped) == 3  # the undecodable file is counted too
+    assert "row 9, column 'audio'" in dataset.skipped[2]
     batches = list(data.train_dataloader())
     assert sum(int(b["skipped"]) for b in batches) == 1
     assert sum(len(b["index"]) for b in batches) == 9
@@ -175,7 +177,7 @@ def test_training_on_a_manifest_beats_the_mean_baseline_for_every_modality(tmp_p
 
 
 @pytest.mark.parametrize("labels, expected", [
-    (["3", "0", "7"], [3, 0, 7]),  # class indices are kept
+    (["3", "0", "7"], [1, 0, 2]),  # integers numbered in order of value (features give back 3, 0, 7)
     (["1.5", "2.5", "0.5"], [1, 2, 0]),  # not indices: sorted values
     (["-1", "0", "1"], [0, 1, 2]),  # -1 would collide with "unlabelled"
     (["dog", "cat", "dog"], [1, 0, 1]),

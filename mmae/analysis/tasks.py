@@ -40,6 +40,8 @@ class EvalContext:
     _inputs: dict = field(default_factory=dict, repr=False)
 
     def loader(self, split: str):
+        if hasattr(self.datamodule, "require_split"):  # an empty split named, not met as "no sample"
+            self.datamodule.require_split(split, "mmae-eval")
         return getattr(self.datamodule, f"{split}_dataloader")()
 
     def codes(self, split: str, modalities: Sequence[str] | None = None) -> Features:

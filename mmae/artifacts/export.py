@@ -7,6 +7,12 @@ An export is a directory:
     statistics included; fusion; sizes), the mmae version and the SHA-256 of the weights file;
   - what a modality needs besides (`Modality.export_assets`: e.g. `tokenizers/<modality>/`).
 
+Each of the two files vouches for the other: config.json records the SHA-256 of
+model.safetensors, and model.safetensors' metadata records `config_sha256`, the SHA-256 of
+config.json's content (`config_digest`: its canonical JSON, without `weights_sha256`). So an
+edited config.json is refused like an edited weights file, not loaded into different codes;
+a change of whitespace or key order alone is no edit.
+
 With `reference_pretrained=True`, frozen pretrained backbones are not stored: the export names
 the model (its directory or hub name) and the SHA-256 of its weights, and loading reads them
 from there, refusing a model whose weights are not the ones trained with.
@@ -36,12 +42,16 @@ from mmae.core.model import Encoding, MultimodalAutoencoder, MultimodalEncoder
 from mmae.core.registry import FUSIONS, MODALITIES
 from mmae.version import __version__
 
-#: 3 (mmae 0.3): components are named by their registered name ("poe", "image"), classes of
-#: the user's own by import path. 2 (mmae 0.2): the same networks, named by mmae module path;
-#: still read. Format 1 exports (mmae 0.1) built other networks.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (2, 3)
+#: 4: format 3, and model.safetensors' metadata records `config_sha256` (see the module
+#: docstring); a format 4 export without it is refused. 3 (mmae 0.3): components are named by
+#: their registered name ("poe", "image"), classes of the user's own by import path. 2 (mmae
+#: 0.2): the same networks, named by mmae module path. 2 and 3 are still read, without the
+#: config check (they recorded no `config_sha256`). Format 1 exports (mmae 0.1) built other networks.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (2, 3, 4)
+UNSIGNED_FORMATS = (2, 3)
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+CONFIG_HASH_KEY = "config_sha256"
 
 
 def describe(model: MultimodalAutoencoder) -> dict:
@@ -107,6 +117,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def config_digest(description: Mapping) -> str:
+    """SHA-256 of an export description's content: its canonical JSON (sorted keys, no
+    whitespace, UTF-8) without `weights_sha256`, which is written after the weights that record
+    this digest. Indentation or key order of config.json do not change it; a changed value does."""
+    content = {key: value for key, value in description.items() if key != "weights_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """SHA-256 of a module's state (names, dtypes, shapes and bytes), to recognise weights."""
     digest = hashlib.sha256()
@@ -118,12 +137,13 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 
 def export_encoder(model: MultimodalAutoencoder, directory: str | Path,
-                   reference_pretrained: bool = False) -> Path:
+                   reference_pretrained: bool = False, labels: Mapping | None = None) -> Path:
     """Write the encoder of `model` as an export directory; the write is atomic (a staging
     directory beside it, fsynced and renamed into place, see `mmae.artifacts.atomic.atomic_directory`), so a
     crash never leaves a half-written export, and an existing one is replaced whole.
     `reference_pretrained`: name frozen pretrained backbones instead of storing them (see the
-    module docstring)."""
+    module docstring). `labels`: the training data's labels (`LabelMap.to_json`), kept in
+    config.json so that class indices can be read back as the labels they stand for."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -143,9 +163,15 @@ def export_encoder(model: MultimodalAutoencoder, directory: str | Path,
                                     "sha256": weights_fingerprint(encoder.get_submodule(prefix.rstrip(".")))}
         if referenced:
             description["referenced_weights"] = referenced
+        if labels:
+            description["labels"] = dict(labels)
         state = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()
                  if not any(k.startswith(r["prefix"]) for r in referenced.values())}
-        save_file(state, staging / WEIGHTS, metadata={"format": "pt", "mmae_version": __version__})
+        # The digest of the description as config.json will read back (tuples as lists, keys as
+        # strings), so that loading computes the same one.
+        digest = config_digest(json.loads(json.dumps(description)))
+        save_file(state, staging / WEIGHTS,
+                  metadata={"format": "pt", "mmae_version": __version__, CONFIG_HASH_KEY: digest})
         description["weights_sha256"] = sha256(staging / WEIGHTS)
         (staging / CONFIG).write_text(json.dumps(description, indent=2), encoding="utf-8")
     return directory
@@ -185,6 +211,12 @@ class FrozenEncoder(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.encoder.latent_dim
+
+    @property
+    def labels(self) -> dict | None:
+        """The training data's labels, `{"kind": "integer" | "string", "values": [...]}` with
+        `values[i]` the label of class index `i`; None when it had none (or an older export)."""
+        return self.description.get("labels")
 
     @property
     def private_dim(self) -> int:
@@ -251,8 +283,9 @@ def _read_config(folder: Path) -> dict:
     return config
 
 
-def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
+def _read_weights(folder: Path, expected_hash: str | None) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and the metadata of the export's weights file, once its SHA-256 matches."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = folder / WEIGHTS
@@ -275,9 +308,30 @@ def _read_weights(folder: Path, expected_hash: str | None) -> dict[str, Tensor]:
         raise ExportError(f"{path}: SHA-256 {actual[:16]}... does not match config.json's "
                           f"{str(expected_hash)[:16]}...: the file is truncated or was modified")
     try:
-        return load_file(path)
+        tensors = load_file(path)
+        with safe_open(path, "pt") as handle:
+            return tensors, dict(handle.metadata() or {})
     except SafetensorError as error:
         raise ExportError(f"{path} is corrupt: {error}") from None
+
+
+def _check_config(folder: Path, config: Mapping, metadata: Mapping[str, str]) -> None:
+    """config.json must be the one exported with these weights: its digest is the one recorded
+    in their metadata. Only formats 2 and 3 recorded none; where a digest is recorded, it is
+    checked whatever format config.json claims, so editing the format does not skip the check."""
+    recorded = metadata.get(CONFIG_HASH_KEY)
+    if recorded is None:
+        if config.get("format_version") in UNSIGNED_FORMATS:
+            return
+        raise ExportError(f"{folder / CONFIG} cannot be checked: {folder / WEIGHTS} records no "
+                          f"{CONFIG_HASH_KEY}, which export format {config.get('format_version')!r} "
+                          "always records: the export was altered after it was written; re-export "
+                          "from the checkpoint (mmae-export)")
+    if recorded != config_digest(config):
+        raise ExportError(f"{folder / CONFIG} was edited after export (its SHA-256 does not match the "
+                          f"one recorded in {WEIGHTS}): the encoder it describes is no longer the one "
+                          "trained with these weights and would give other codes; re-export from the "
+                          "checkpoint (mmae-export) instead of editing the file")
 
 
 def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False,
@@ -289,7 +343,8 @@ def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = Fals
     (see `FrozenEncoder`)."""
     folder = Path(path)
     config = _read_config(folder)
-    weights = _read_weights(folder, config.get("weights_sha256"))
+    weights, metadata = _read_weights(folder, config.get("weights_sha256"))
+    _check_config(folder, config, metadata)
     try:
         encoder = build_encoder(config, root=folder, trust_code=trust_code)
     except MMAEError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.artifacts.export import export_encoder, load_checkpoint_model, load_encoder
 from mmae.artifacts.onnx import export_onnx
 from mmae.cli.runner import run_command
@@ -30,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _export(checkpoint: Path, output: Path, format: str, trust_code: bool, reference: bool) -> None:
+    labels = load_checkpoint_file(checkpoint, mmap=True).get("mmae_labels")  # (absent before mmae 0.4)
     export_encoder(load_checkpoint_model(checkpoint, trust_code=trust_code), output,
-                   reference_pretrained=reference)
+                   reference_pretrained=reference, labels=labels)
     print(f"mmae-export: encoder written to {output}")
     if format == "onnx":
         error = export_onnx(load_encoder(output, trust_code=trust_code), output / "encoder.onnx")

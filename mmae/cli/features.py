@@ -3,8 +3,11 @@
     mmae-features encoder=DIR output=features.npz [split=test] ['modalities=[image]']
                   [private=true] [data=manifest data.path=FILE]
 
-Writes `.npz` (arrays `features`, `ids`, `labels`), `.npy` (features only) or `.parquet`
-(columns `id`, `label`, `f0`...`fN`), atomically. `modalities` restricts the encoder's input
+Writes `.npz` (arrays `features`, `ids`, `labels`, `labelled`, and `label_names` for string
+labels), `.npy` (features only) or `.parquet` (columns `id`, `label`, `f0`...`fN`), atomically.
+Labels come back as the data gave them: integer labels as the same integers (`labelled` is
+False where a row has none), string labels as class indices into `label_names` in `.npz`
+(-1: none) and as the strings in Parquet (null: none). `modalities` restricts the encoder's input
 to a subset (default: all it was trained on); samples with none of them are left out.
 
 The features are the shared code `[N, latent_dim]`. `private=true` (an encoder trained with
@@ -27,18 +30,25 @@ from mmae.cli.runner import run_command
 from mmae.config import build, compose_config
 from mmae.core.errors import ConfigError
 from mmae.data.batch import SPLITS
+from mmae.data.labels import UNLABELLED, LabelMap
 
 FORMATS = (".npz", ".npy", ".parquet")
 
 
-def save_features(features: Features, path: str | Path) -> Path:
-    """Write features in the format named by the file's extension."""
+def save_features(features: Features, path: str | Path, label_map: LabelMap | None = None) -> Path:
+    """Write features in the format named by the file's extension, with the labels of
+    `label_map` (the data's; without one, the class indices)."""
     path = Path(path)
-    codes, ids, labels = (t.cpu().numpy() for t in (features.codes, features.ids, features.labels))
+    codes, ids, indices = (t.cpu().numpy() for t in (features.codes, features.ids, features.labels))
+    labelled = indices != UNLABELLED
+    strings = label_map is not None and label_map.kind == "string"
+    labels = label_map.labels_of(indices) if label_map is not None and not strings else indices
     if path.suffix == ".npz":
+        names = {"label_names": np.asarray(label_map.values, dtype=str)} if strings else {}
+
         def write(tmp: Path) -> None:
             with tmp.open("wb") as handle:
-                np.savez(handle, features=codes, ids=ids, labels=labels)
+                np.savez(handle, features=codes, ids=ids, labels=labels, labelled=labelled, **names)
     elif path.suffix == ".npy":
         def write(tmp: Path) -> None:
             with tmp.open("wb") as handle:
@@ -47,7 +57,9 @@ def save_features(features: Features, path: str | Path) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = {"id": ids, "label": labels, **{f"f{j}": codes[:, j] for j in range(codes.shape[1])}}
+        label_column = label_map.labels_of(indices) if strings else labels
+        label = pa.array(label_column, mask=~labelled)  # null where a row has no label
+        columns = {"id": ids, "label": label, **{f"f{j}": codes[:, j] for j in range(codes.shape[1])}}
 
         def write(tmp: Path) -> None:
             pq.write_table(pa.table(columns), tmp)
@@ -75,10 +87,11 @@ def _features(overrides: list[str]) -> None:
         raise ConfigError(f"modalities {unknown} are not in the encoder; "
                           f"it has {list(encoder.modalities)}")
     datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
+    datamodule.require_split(cfg.split, f"mmae-features split={cfg.split}")
     loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
               "test": datamodule.test_dataloader}[cfg.split]()
     features = encode_batches(encoder, loader, names, progress=True)
-    path = save_features(features, cfg.output)
+    path = save_features(features, cfg.output, getattr(datamodule.dataset(cfg.split), "label_map", None))
     layout = (f" (shared {encoder.latent_dim}, then {encoder.private_dim} private per modality of "
               f"{'+'.join(encoder.modalities)})" if encoder.private else "")
     print(f"mmae-features: {features.codes.shape[0]} x {features.codes.shape[1]} features{layout} of "

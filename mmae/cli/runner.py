@@ -1,7 +1,9 @@
-"""How every command ends: its result printed, or an mmae error as one line and exit code 1."""
+"""How every command ends: its result printed, an mmae error as one line and exit code 1, or
+Ctrl+C as one line and exit code 130."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,3 +20,6 @@ def run_command(prog: str, work: Callable[[], T]) -> T:
         return work()
     except MMAEError as error:
         sys.exit(f"{prog}: {error}")
+    except KeyboardInterrupt:  # (mmae-train's training handles Ctrl+C itself: a resumable stop)
+        print(f"{prog}: interrupted (Ctrl+C)", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -27,18 +29,21 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmae.analysis.reconstruction import format_imputation, imputation_summary
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.export import export_encoder
 from mmae.cli.runner import run_command
 from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
-from mmae.config.resume import check_resumable, logger_arguments, resolve_ckpt_path
+from mmae.config.resume import check_fresh_output_dir, check_resumable, logger_arguments, resolve_ckpt_path
 from mmae.config.schema import MMAE_TRAINER_KEYS, validate_config
 from mmae.core.errors import ConfigError, MMAEError, TrainingError
 from mmae.core.model import MultimodalAutoencoder, parameter_counts
 from mmae.training.checkpoint_io import AtomicCheckpointIO
+from mmae.training.interruption import InterruptCheckpoint, Interrupted, SignalStop
 from mmae.training.module import AutoencoderModule
+from mmae.training.quiet import quiet_lightning
 from mmae.training.tracking import log_encoder_artifact, tracking_session
 from mmae.version import __version__
 
@@ -108,6 +113,7 @@ def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict
     """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
     output dir. `multirun` says the job is one point of a Hydra sweep."""
     validate_config(cfg, "train")  # unknown keys, wrong types, impossible combinations
+    check_fresh_output_dir(Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
     with tracking_session():
         return _train(cfg, multirun)
 
@@ -143,7 +149,8 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     module, datamodule = build_module(cfg)
     logger = cfg.get("logger")
     loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
-    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.get("callbacks")),
+    on_interrupt = InterruptCheckpoint(output_dir / "checkpoints")
+    trainer = build_trainer(cfg.trainer, callbacks=[*_build_all(cfg.get("callbacks")), on_interrupt],
                             logger=loggers or False)
     _check_launcher(trainer, multirun)
     if trainer.is_global_zero:  # ranks are known once the Trainer exists
@@ -152,20 +159,30 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
 
         log.info("parameters\n%s", format_parameters(module.model))
 
-    with warnings.catch_warnings():
+    stop = SignalStop()
+    with warnings.catch_warnings(), stop.fitting():
         if ckpt_path:  # resuming into the run's own checkpoints/ is the point, not a hazard
             warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", ITERABLE_LENGTH_WARNING)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SIGTERMException:  # Lightning's graceful stop (a SystemExit that would exit 0)
+            raise Interrupted(stop.signum or signal.SIGTERM, on_interrupt.saved, trainer.current_epoch,
+                              trainer.global_step) from None
+        except Interrupted as interrupted:  # before training began: no checkpoint of this run's
+            raise Interrupted(interrupted.signum) from None
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:  # the best epoch's weights (read safely by the Trainer's CheckpointIO), for the
         # export and the final report
         module.load_state_dict(trainer.strategy.load_checkpoint(best)["state_dict"])
     encoder_dir = output_dir / "encoder"
     if trainer.is_global_zero:  # saved before anything else can fail
-        export_encoder(module.model, encoder_dir)
+        label_map = getattr(datamodule, "label_map", None)
+        export_encoder(module.model, encoder_dir, labels=label_map.to_json() if label_map else None)
     try:
         report = _report(trainer, module, datamodule, best)
+    except SIGTERMException:  # during the final validation: training itself is complete
+        raise Interrupted(stop.signum or signal.SIGTERM) from None
     except Exception as error:
         saved = f"{Path(best).parent if best else output_dir / 'checkpoints'} and {encoder_dir}"
         if not isinstance(error, MMAEError):
@@ -192,6 +209,7 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
         "skipped_rows": {split: len(getattr(data, "skipped", []))
                          for split, data in datamodule.datasets.items()},
         "epochs": trainer.current_epoch,
+        "labels": label_map.to_json() if (label_map := datamodule.label_map) else None,
         "nonfinite_skipped": module.nonfinite_skipped,
         "best_checkpoint": best,
         "metrics": metrics,
@@ -206,6 +224,11 @@ def format_parameters(model: MultimodalAutoencoder) -> str:
     lines = [f"{'part':<{width}}{'encoder':>12}{'decoder':>12}"]
     for name, (encoder, decoder) in rows.items():
         lines.append(f"{name:<{width}}{encoder:>12,}{decoder:>12,}")
+    parameters = list(model.parameters())
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+    total = sum(p.numel() for p in parameters)
+    size = sum(p.numel() * p.element_size() for p in parameters) / 2**20
+    lines.append(f"trainable {trainable:,} of {total:,} ({size:.1f} MiB)")
     return "\n".join(lines)
 
 
@@ -235,11 +258,30 @@ def _hydra_main(cfg: DictConfig) -> None:
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
         return train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
-    report, objects = run_command("mmae-train", job)
+    try:
+        report, objects = run_command("mmae-train", job)
+    except Interrupted as interrupted:
+        sys.exit(_interrupted_message(interrupted, hydra_cfg))
     if objects["trainer"].is_global_zero:
         print(format_imputation(report["imputation"]))
         print(f"mmae-train: outputs in {objects['output_dir']} "
               "(checkpoints/, encoder/, metrics.json, config.yaml)")
+
+
+def _interrupted_message(interrupted: Interrupted, hydra_cfg: DictConfig) -> int:
+    """Say where an interrupted run stopped and the command that resumes it; the exit code."""
+    output_dir = hydra_cfg.runtime.output_dir
+    kept = [o for o in hydra_cfg.overrides.task
+            if o.lstrip("+").split("=")[0] not in ("paths.output_dir", "ckpt_path")]
+    resume = shlex.join(["mmae-train", *kept, f"paths.output_dir={output_dir}", "ckpt_path=last"])
+    name = signal.Signals(interrupted.signum).name
+    if interrupted.checkpoint:
+        where = (f"saved at epoch {interrupted.epoch}, step {interrupted.step} in {interrupted.checkpoint}; "
+                 "nothing was exported")
+    else:
+        where = "no training step was lost (the run's checkpoints are as they were)"
+    print(f"mmae-train: interrupted by {name}: {where}. Resume with:\n  {resume}", file=sys.stderr)
+    return interrupted.exit_code
 
 
 def _default_trainer(overrides: list[str]) -> list[str]:
@@ -258,15 +300,22 @@ def _validate_overrides(overrides: list[str]) -> None:
            for o in overrides):
         return  # (hydra.run.dir sets paths.output_dir, which composing here cannot see)
     try:
-        compose_config("train", overrides)
+        cfg = compose_config("train", overrides)
     except ConfigError:
         raise
     except Exception:  # Hydra reports it as usual
         return
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+    except Exception:  # an interpolation only Hydra's run resolves: `train` checks it then
+        return
+    # (before Hydra writes its .hydra/ files into a directory that holds a run)
+    check_fresh_output_dir(output_dir, cfg.get("ckpt_path"))
 
 
 def main() -> None:
     """Console entry point of `mmae-train`."""
+    quiet_lightning()
     def check() -> None:
         check_group_overrides(sys.argv[1:])
         sys.argv += _default_trainer(sys.argv[1:])

@@ -32,7 +32,7 @@ def compose_config(name: str, overrides: list[str], validate: bool = True):
                          and _unknown_override_error(name, overrides))
             if explained:
                 raise explained from None
-            raise
+            raise ConfigError(_composition_error(name, error)) from None
     if validate:
         validate_config(cfg, name)
     return cfg
@@ -57,6 +57,20 @@ def _unknown_override_error(name: str, overrides: list[str]) -> ConfigError | No
     except Exception:  # Hydra's own error then stands
         return None
     return None
+
+
+def _composition_error(name: str, error: Exception) -> str:
+    """Hydra's reason in one line; for an override of a group `conf/<name>.yaml` does not use
+    (`progress_bar=none` is an mmae-train setting, not an mmae-eval one), what the config has."""
+    message = " ".join(str(error).split())
+    match = re.match(r"Could not override '([^']+)'\. No match in the defaults list", message)
+    if not match:
+        return message
+    from hydra import compose
+
+    keys = sorted(k for k in compose(name) if k != "hydra")
+    return (f"'{match[1]}' is not a setting of {name}.yaml (it is a config group of another command); "
+            f"its settings are: {', '.join(keys)}")
 
 
 def group_options(group: str, search: Iterable[Path] = (CONFIG_DIR,)) -> list[str]:

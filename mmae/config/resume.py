@@ -14,6 +14,8 @@ from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.core.errors import ConfigError
 from mmae.training.tracking import previous_run_id
 
+#: What a run writes into its output directory (Hydra's own log and `.hydra/` are not a run).
+RUN_FILES = ("config.yaml", "checkpoints", "encoder", "metrics.json")
 #: Config sections that decide the weights' shapes: a difference means the checkpoint cannot load.
 ARCHITECTURE = ("modality", "model", "fusion")
 #: Settings a resumed run may change without changing what it computes.
@@ -41,6 +43,20 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
                 if ckpt_path == "last" else "")
         raise ConfigError(f"ckpt_path: no checkpoint at {path}{hint}")
     return str(path)
+
+
+def run_files(output_dir: Path) -> list[str]:
+    """What of a run `output_dir` already holds (its config, checkpoints, export, metrics)."""
+    return [name for name in RUN_FILES if (output_dir / name).exists()]
+
+
+def check_fresh_output_dir(output_dir: Path, ckpt_path: str | None) -> None:
+    """A run directory holds one run: starting another there (no `ckpt_path`) would replace
+    its checkpoints, export and metrics, so it is refused before anything is written."""
+    found = run_files(output_dir) if not ckpt_path else []
+    if found:
+        raise ConfigError(f"paths.output_dir={output_dir} already holds a run ({', '.join(found)}); "
+                          "continue it with ckpt_path=last, or give a fresh paths.output_dir")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -120,6 +120,8 @@ def validate_config(cfg: Mapping, name: str = "train") -> None:
 def _check_train_combinations(cfg: Mapping) -> None:
     """Choices that are each valid but cannot work together, saying what to choose instead."""
     _check_precision(cfg.get("trainer"))
+    _check_training_length(cfg.get("trainer"))
+    _check_optimizer(cfg.get("optimizer"), cfg.get("scheduler"))
     _check_compile(cfg)
     _check_encoder(cfg.get("model"), cfg.get("fusion"))
     _check_ckpt_path(cfg)
@@ -134,6 +136,59 @@ def _check_precision(trainer: Any) -> None:
             f"trainer.precision={precision} (float16 mixed precision) needs a GPU, but "
             "trainer.accelerator=cpu (Lightning would quietly switch to bf16-mixed): choose "
             "trainer.precision=bf16-mixed or 32-true on the CPU, or trainer=gpu")
+
+
+def _check_training_length(trainer: Any) -> None:
+    """Training must end: Lightning reads `max_epochs=-1` as "forever" and null as 1000 epochs."""
+    if not is_mapping(trainer):
+        return
+    epochs, steps, time = (get(trainer, k) for k in ("max_epochs", "max_steps", "max_time"))
+    if any(v in (UNRESOLVED, MISSING) for v in (epochs, steps, time)):
+        return
+    if isinstance(epochs, int) and epochs >= 1:
+        return
+    if (isinstance(steps, int) and steps >= 1) or time is not None:
+        return  # bounded by steps or time
+    shown = "null" if epochs is None else epochs
+    raise ConfigError(f"trainer.max_epochs={shown} with no trainer.max_steps or trainer.max_time would "
+                      + ("train forever" if epochs == -1 else "not train as meant")
+                      + ": set trainer.max_epochs to 1 or more (or bound the run with trainer.max_steps=N "
+                        "or trainer.max_time=DD:HH:MM:SS)")
+
+
+def _check_optimizer(optimizer: Any, scheduler: Any) -> None:
+    """Build the optimizer (and scheduler) once on a stand-in parameter, so that a value torch
+    refuses (a negative learning rate, betas outside [0, 1)) is one line naming the section
+    now, not a traceback once training starts."""
+    if not is_target_node(optimizer):
+        return
+    settings = {k: get(optimizer, k) for k in optimizer if k not in ("_target_", "_partial_")}
+    if any(v in (UNRESOLVED, MISSING) for v in settings.values()):
+        return
+    import torch
+
+    cls = locate(optimizer["_target_"])
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        return  # not a torch optimizer: its own checks apply when it is built
+    from omegaconf import OmegaConf
+
+    plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}
+    try:
+        built = cls([torch.nn.Parameter(torch.zeros(1))], **plain)
+    except (ValueError, TypeError) as error:
+        values = ", ".join(f"optimizer.{k}={v}" for k, v in plain.items())
+        raise ConfigError(f"optimizer ({optimizer['_target_']}): {error} ({values})") from None
+    if not is_target_node(scheduler):
+        return
+    kwargs = {k: get(scheduler, k) for k in scheduler if k not in ("_target_", "_partial_")}
+    scheduler_cls = locate(scheduler["_target_"])
+    if any(v in (UNRESOLVED, MISSING) for v in kwargs.values()) or not isinstance(scheduler_cls, type):
+        return
+    try:
+        scheduler_cls(built, **{k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+                                for k, v in kwargs.items()})
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"scheduler ({scheduler['_target_']}): {error}") from None
 
 
 def _check_compile(cfg: Mapping) -> None:

@@ -4,10 +4,10 @@ Each modality reads its column(s): a path relative to the manifest (image, audio
 vectors) or an inline value (text, numbers). An empty cell means the modality is missing
 for that sample. Optional columns: `split` (train / val / test; otherwise a seeded random
 split; a `split` column without `val` rows has a seeded `val_fraction` of its training rows
-carved out) and `label` (integers up to MAX_CLASS_INDEX, or anything else mapped to sorted
-indices). Every file is decoded once, up front, into a `DecodedCache` (in memory when it fits,
-else memory-mapped files under `cache_dir`), so later epochs read no file; `cache=False`
-reads files lazily in the DataLoader's workers instead.
+carved out) and `label` (integers or strings: `mmae.data.labels.LabelMap` numbers them and
+gives them back as they were). Every file is decoded once, up front, into a `DecodedCache`
+(in memory when it fits, else memory-mapped files under `cache_dir`), so later epochs read no
+file; `cache=False` reads files lazily in the DataLoader's workers instead.
 
 Every problem is reported as a `DataError` naming the manifest, the row (1-based, header not
 counted) and the column. With `on_error="skip"` the sample is skipped instead and counted;
@@ -20,6 +20,7 @@ row number (`index`), so a row repeating another is kept, with a warning.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -41,6 +42,7 @@ from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
 from mmae.data.batch import SPLITS
 from mmae.data.cache import DecodedCache, cache_bytes, default_cache_dir, entry_key, fits_in_memory
+from mmae.data.labels import UNLABELLED, LabelMap
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,28 @@ ANOMALY_VALUES = {"": False, "0": False, "0.0": False, "false": False, "no": Fal
                   "1": True, "1.0": True, "true": True, "yes": True}
 #: Modality settings that do not change what a file decodes to (the cache ignores them).
 FITTED_KEYS = frozenset({"mean", "std", "normalize", "likelihood", "hidden_channels", "hidden"})
-#: Integer labels up to this are class indices; larger ones (ids, hashes) are mapped like strings,
-#: so that a classifier over the labels never needs more outputs than this.
-MAX_CLASS_INDEX = 100_000
 
 
 def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or (
         isinstance(value, float) and math.isnan(value))
+
+
+def unreadable_file(path: str | Path) -> str:
+    """Why `path` is not a file to read: missing, a directory, a broken or looping link, ..."""
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop"
+        if os.path.islink(path):
+            return f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        if error.errno == errno.ENOENT:
+            return f"file not found: {path}"
+        return f"cannot read {path}: {error.strerror}"
+    return f"{path} is not a regular file (a device, socket or pipe)"
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -69,7 +85,9 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
     `DataError`: guessing which cell is which would load the wrong values silently.
     """
     if not os.path.isfile(path):
-        raise DataError(f"manifest not found: {path}")
+        reason = unreadable_file(path)
+        raise DataError(f"manifest not found: {path}" if reason.startswith("file not found") else
+                        f"manifest: {reason}")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"):
         raise DataError(f"{path}: unknown manifest format '{suffix}'; use .csv, .tsv, .jsonl or .parquet")
@@ -186,7 +204,7 @@ class ManifestDataset(Dataset):
         rows = read_manifest(self.path)
         self.columns = {n: m.manifest_columns(n) for n, m in self.modalities.items()}
         self._check_columns(rows)
-        self.labels = self._label_map(rows)
+        self.label_map = self._label_map(rows)
         self.anomaly = self._anomaly_flags(rows)
         splits = self._splits(rows, split_fractions, seed, val_fraction)
         if split == "train":
@@ -237,7 +255,7 @@ class ManifestDataset(Dataset):
             flags.append(ANOMALY_VALUES[text])
         return flags
 
-    def _label_map(self, rows: list[dict]) -> dict[str, int] | None:
+    def _label_map(self, rows: list[dict]) -> LabelMap | None:
         values = []
         for number, row in enumerate(rows, start=1):
             value = row.get("label")
@@ -247,17 +265,7 @@ class ManifestDataset(Dataset):
                 raise DataError(f"{self.path.name}, row {number}, column 'label': expected a class name or "
                                 f"index, got {type(value).__name__} {reprlib.repr(value)}")
             values.append(value)
-        if not values:
-            return None
-        try:
-            numbers = {str(v): float(v) for v in values}
-        except (ValueError, OverflowError):
-            numbers = None
-        if numbers is not None and all(n.is_integer() and 0 <= n <= MAX_CLASS_INDEX
-                                       for n in numbers.values()):
-            return {k: int(n) for k, n in numbers.items()}
-        # Strings, or numbers that are not class indices (1.5, -1, 1e20): map sorted values to indices.
-        return {v: i for i, v in enumerate(sorted({str(v) for v in values}))}
+        return LabelMap.from_cells(values)
 
     def _warn_duplicates(self, rows: list[dict]) -> None:
         """Rows repeating an earlier row are kept (a row is a sample; `index` is its row number),
@@ -341,7 +349,7 @@ class ManifestDataset(Dataset):
                     if file is None:
                         modality.check_cell(value)
                     elif not os.path.isfile(file):  # unlike Path.is_file, False for a name too long
-                        raise DataError(f"file not found: {file}")
+                        raise DataError(unreadable_file(file))
                 except DataError as error:
                     raise DataError(f"{self._where(number, name)}: {error}") from None
         except DataError as error:
@@ -394,8 +402,8 @@ class ManifestDataset(Dataset):
                 sample[name] = tensors[name]
             sample["present"][name] = torch.tensor(present)
         label = row.get("label")
-        unlabelled = self.labels is None or _empty(label)
-        sample["label"] = torch.tensor(-1 if unlabelled else self.labels[str(label)])
+        unlabelled = self.label_map is None or _empty(label)
+        sample["label"] = torch.tensor(UNLABELLED if unlabelled else self.label_map.index(label))
         sample["index"] = torch.tensor(number)
         if self.anomaly is not None:
             sample["anomaly"] = torch.tensor(self.anomaly[number - 1])
@@ -493,17 +501,24 @@ class ManifestDataset(Dataset):
         start = time.perf_counter()
         loader = DataLoader(_Decoding(self, missing), batch_size=64, num_workers=num_workers,
                             collate_fn=_stack_decoded)
+        failed = []
         for stacked, failures in loader:
             for index, error in failures:
                 if self.on_error == "raise":
                     raise error
                 self.cache.failed[index] = True
+                failed.append(str(error))
             for name, (rows, values) in stacked.items():
                 self.cache.put_rows(name, rows, values)
         self.cache.flush()
+        self.skipped.extend(failed)
         where = "memory" if self.cache.in_memory else f"memory-mapped files in {self.cache.directory}"
         log.info("%s (%s): decoded %d of %d rows in %.1f s, cached in %s", self.path.name, self.split,
-                 len(missing), len(self.rows), time.perf_counter() - start, where)
+                 len(missing) - len(failed), len(self.rows), time.perf_counter() - start, where)
+        if failed:
+            warnings.warn(f"{self.path.name} ({self.split}): skipped {len(failed)} row(s) whose files failed "
+                          "to decode (data.on_error=skip): " + "; ".join(failed[:5])
+                          + (" ..." if len(failed) > 5 else ""), UserWarning, stacklevel=2)
 
 
 def fit_modalities(train: ManifestDataset) -> None:

@@ -37,6 +37,7 @@ from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
 from mmae.core.registry import MODALITIES
 from mmae.data.batch import SPLITS
+from mmae.data.labels import LabelMap
 from mmae.data.manifest import ManifestDataset
 from mmae.data.statistics import FeatureStatistics
 from mmae.version import __version__
@@ -157,7 +158,7 @@ def write_shards(datasets: Mapping[str, ManifestDataset], output: str | Path,
         "source": str(train.path),
         "seconds": round(time.perf_counter() - start, 1),
         "modalities": {name: describe_modality(m) for name, m in modalities.items()},
-        "labels": train.labels,
+        "labels": train.label_map.to_json() if train.label_map else None,
         "splits": {split: {"samples": w.samples, "bytes": w.bytes, "chunks": w.chunks,
                            "skipped": len(w.skipped), "skipped_rows": w.skipped}
                    for split, w in splits.items()},
@@ -325,15 +326,23 @@ class ShardSet:
         written = self.meta["splits"][split]
         skipped = list(written.get("skipped_rows", []))
         if not written["samples"]:
-            return EmptySplit(self._url(split), skipped)
-        if not self.remote:
-            self._check_chunks(Path(self.location) / split)
-        try:
-            return ShardDataset(self._url(split), skipped, shuffle, seed, self.cache_dir,
-                                self.max_cache_size, self.storage_options)
-        except Exception as error:
-            raise DataError(f"{self._url(split)}: cannot open the shards ({type(error).__name__}: "
-                            f"{' '.join(str(error).split())[:300]})") from None
+            dataset = EmptySplit(self._url(split), skipped)
+        else:
+            if not self.remote:
+                self._check_chunks(Path(self.location) / split)
+            try:
+                dataset = ShardDataset(self._url(split), skipped, shuffle, seed, self.cache_dir,
+                                       self.max_cache_size, self.storage_options)
+            except Exception as error:
+                raise DataError(f"{self._url(split)}: cannot open the shards ({type(error).__name__}: "
+                                f"{' '.join(str(error).split())[:300]})") from None
+        dataset.label_map = self.label_map
+        return dataset
+
+    @property
+    def label_map(self) -> LabelMap | None:
+        """The labels the shards were written with (their samples carry the class indices)."""
+        return LabelMap.from_json(self.meta.get("labels"))
 
     def _check_chunks(self, folder: Path) -> None:
         """Every chunk `index.json` names is there, whole: a copy cut short would otherwise

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from mmae.core.errors import ConfigError
 from mmae.core.modality import Modality
 from mmae.data.batch import SPLITS
+from mmae.data.labels import LabelMap
 
 
 def _inject_anomalies(views: dict[str, Tensor], mask: Tensor, labels: Tensor,
@@ -84,6 +85,7 @@ class SyntheticMultimodal(Dataset):
                               f"got {split_fractions}")
         self.modalities = dict(modalities)
         self.num_classes = num_classes
+        self.label_map = LabelMap.of_classes(num_classes)
 
         g = torch.Generator().manual_seed(seed)
         labels = torch.randint(num_classes, (num_samples,), generator=g)

@@ -3,12 +3,13 @@ model built from a config), pooled to one vector, and a decoder that predicts th
 sequence from the shared latent.
 
 Tokenisation happens in the dataset (tokenizers are Python objects), so a batch carries token
-ids `[B, max_length]`. Without a tokenizer or model path, a character tokenizer is used: it
-needs no vocabulary file and no download.
+ids `[B, max_length]`. Without a tokenizer or model path, text is tokenised as its UTF-8 bytes:
+any Unicode text, no vocabulary file, no download.
 """
 
 from __future__ import annotations
 
+import logging
 import reprlib
 import string
 from pathlib import Path
@@ -23,11 +24,46 @@ from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
 from mmae.core.registry import MODALITIES
 
+log = logging.getLogger(__name__)
 
-class CharTokenizer:
-    """Printable ASCII characters as tokens; id 0 pads, id 1 stands for any other character."""
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: id 0 pads, byte b is id b + 1. Any Unicode text is represented
+    (there is no unknown token) with a fixed vocabulary of 257 that needs no fitting."""
 
     pad_token_id = 0
+    unk_token_id = None
+    vocab_size = 257
+
+    @staticmethod
+    def _bytes(text: str) -> bytes:
+        return text.encode("utf-8", errors="replace")  # (a lone surrogate, e.g. from JSON, becomes "?")
+
+    def encode(self, text: str, max_length: int) -> list[int]:
+        """Whole characters while their bytes fit in `max_length`: a character is never cut in
+        half, so a truncated text still decodes to valid text."""
+        data = self._bytes(text)
+        if len(data) > max_length:
+            cut = max_length
+            while cut > 0 and data[cut] & 0xC0 == 0x80:  # the first byte left out continues a character
+                cut -= 1
+            data = data[:cut]
+        return [b + 1 for b in data] + [self.pad_token_id] * (max_length - len(data))
+
+    def decode(self, ids: list[int]) -> str:
+        """Padding dropped; invalid UTF-8 (a reconstruction may be) becomes U+FFFD."""
+        return bytes(i - 1 for i in ids if 0 < i <= 256).decode("utf-8", errors="replace")
+
+    def survey(self, texts: list[str]) -> tuple[list[int], int]:
+        return [len(self._bytes(t)) for t in texts], 0
+
+
+class CharTokenizer:
+    """Printable ASCII characters as tokens; id 0 pads, id 1 stands for any other character.
+    No longer the default (`tokenizer: ascii`): kept for models trained with it."""
+
+    pad_token_id = 0
+    unk_token_id = 1
 
     def __init__(self):
         self.alphabet = string.printable[:95]
@@ -41,9 +77,12 @@ class CharTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.alphabet[i - 2] if i >= 2 else "" for i in ids)
 
+    def survey(self, texts: list[str]) -> tuple[list[int], int]:
+        return [len(t) for t in texts], sum(c not in self.ids for t in texts for c in t)
+
 
 class PretrainedTokenizer:
-    """A `transformers` tokenizer behind the same two calls as `CharTokenizer`."""
+    """A `transformers` tokenizer behind the same calls as `ByteTokenizer`."""
 
     def __init__(self, name_or_path: str):
         from transformers import AutoTokenizer
@@ -52,6 +91,7 @@ class PretrainedTokenizer:
         if self.tokenizer.pad_token_id is None:
             raise ConfigError(f"tokenizer {name_or_path} has no pad token")
         self.pad_token_id = self.tokenizer.pad_token_id
+        self.unk_token_id = self.tokenizer.unk_token_id
         self.vocab_size = len(self.tokenizer)
 
     def encode(self, text: str, max_length: int) -> list[int]:
@@ -59,6 +99,23 @@ class PretrainedTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def survey(self, texts: list[str]) -> tuple[list[int], int]:
+        """Untruncated lengths (special tokens included, as `encode` counts them) and unknowns."""
+        rows = self.tokenizer(texts, verbose=False)["input_ids"] if texts else []
+        unknown = self.unk_token_id
+        return [len(r) for r in rows], 0 if unknown is None else sum(r.count(unknown) for r in rows)
+
+
+#: `tokenizer` settings that name a built-in tokenizer rather than a transformers one.
+BUILTIN_TOKENIZERS = {"bytes": ByteTokenizer, "ascii": CharTokenizer}
+#: How many training texts `TextModality.fit` tokenises to estimate its rates.
+SURVEY_TEXTS = 10_000
+
+
+def build_tokenizer(name: str) -> ByteTokenizer | CharTokenizer | PretrainedTokenizer:
+    builtin = BUILTIN_TOKENIZERS.get(name)
+    return builtin() if builtin is not None else PretrainedTokenizer(name)
 
 
 class TokenInputs(nn.Module):
@@ -97,11 +154,16 @@ PRIVATE_WORDS = ["plain", "odd", "bold", "calm"]
 
 @MODALITIES.register("text")
 class TextModality(Modality):
-    """Token sequences of `max_length` (padded / truncated).
+    """Token sequences of `max_length` tokens (padded / truncated).
 
     `model`: a local directory or hub name for `AutoModel`; or `model_config` (e.g.
-    `{model_type: bert, hidden_size: 64, ...}`) for a model built from scratch. `tokenizer`
-    defaults to `model`'s, else to a character tokenizer. `freeze` keeps the backbone's
+    `{model_type: bert, hidden_size: 64, ...}`) for a model built from scratch. `tokenizer`:
+    "bytes" (UTF-8 bytes, so `max_length` counts bytes: a Greek or Arabic letter takes 2, a
+    Chinese character 3, an emoji 4), "ascii" (printable ASCII characters, anything else
+    unknown: what mmae used before, kept for the models trained with it), or a transformers
+    tokenizer's directory or hub name ("./bytes" for a directory of that name); None: `model`'s,
+    else "bytes". `config()` names the tokenizer always, so a rebuilt model never depends on
+    what None meant when it was written (see `from_export`). `freeze` keeps the backbone's
     weights fixed (default: frozen when pretrained, trained when built from a config);
     `pooling`, `trainable_blocks`, `gradient_checkpointing`: see `mmae.core.backbone.Backbone`.
     The reconstruction is per-token cross-entropy (padding positions included, so decoded
@@ -110,15 +172,15 @@ class TextModality(Modality):
 
     dtype_kind = "long"
     preview_media = "text"
-    decoding_keys = ("tokenizer", "max_length")  # (`tokenizer` is `model`'s when not given)
+    decoding_keys = ("tokenizer", "max_length")  # (config() names the tokenizer None stood for)
 
     def __init__(self, model: str | None = None, model_config: dict | None = None,
                  tokenizer: str | None = None, max_length: int = 32, freeze: bool | None = None,
                  pooling: Pooling = "mean", decoder_width: int = 64, column: str | None = None,
                  trainable_blocks: int | None = None, gradient_checkpointing: bool = False):
         super().__init__((max_length,), column=column)
-        self.tokenizer_name = tokenizer or model
-        self.tokenizer = PretrainedTokenizer(self.tokenizer_name) if self.tokenizer_name else CharTokenizer()
+        self.tokenizer_name = tokenizer or model or "bytes"
+        self.tokenizer = build_tokenizer(self.tokenizer_name)
         if model is not None and not model_config:
             model_config = None  # (mmae 0.3 checkpoints wrote {} beside a pretrained model)
         if model_config is not None:  # sized to the tokenizer and the sequence unless told otherwise
@@ -143,6 +205,31 @@ class TextModality(Modality):
 
     def encode_text(self, text: str) -> Tensor:
         return torch.tensor(self.tokenizer.encode(text, self.max_length), dtype=torch.long)
+
+    def fit(self, cells: list[Any]) -> None:
+        """Log what tokenising the training texts loses, fitting nothing (shards and exports
+        rebuild this modality from its settings alone): the share of tokens that are the
+        tokenizer's unknown token (none for bytes) and of texts cut at `max_length`. Measured on
+        at most `SURVEY_TEXTS` texts spread over the split."""
+        texts = [cell for cell in cells if isinstance(cell, str)]
+        step = max(1, -(-len(texts) // SURVEY_TEXTS))
+        sampled = f" (a sample spread over all {len(texts)})" if step > 1 else ""
+        texts = texts[::step]
+        if not texts:
+            return
+        lengths, unknown = self.tokenizer.survey(texts)
+        cut = sum(length > self.max_length for length in lengths) / len(texts)
+        level = logging.WARNING if cut > 0.05 else logging.INFO
+        log.log(level, "text tokenizer %s: %.1f%% of %d training texts%s are longer than %d tokens and are "
+                "cut (modality.text.max_length)", self.tokenizer_name, 100 * cut, len(texts), sampled,
+                self.max_length)
+        if self.tokenizer.unk_token_id is not None:
+            rate = unknown / max(1, sum(lengths))
+            level = logging.WARNING if rate > 0.01 else logging.INFO
+            log.log(level, "text tokenizer %s: %.1f%% of the tokens of the training texts%s are unknown "
+                    "(id %d): text it cannot represent%s", self.tokenizer_name, 100 * rate, sampled,
+                    self.tokenizer.unk_token_id, "; modality.text.tokenizer=bytes represents any text"
+                    if rate > 0.01 and isinstance(self.tokenizer, CharTokenizer) else "")
 
     def check_cell(self, value: Any) -> None:
         if not isinstance(value, str):  # JSONL / Parquet numbers, lists, objects: found up front
@@ -184,7 +271,7 @@ class TextModality(Modality):
         """The backbone's architecture (its weights are in the safetensors file) and the
         tokenizer, so the export needs neither the original model directory nor the hub."""
         assets = self.backbone.export_config()
-        if self.tokenizer_name is not None:
+        if isinstance(self.tokenizer, PretrainedTokenizer):  # built-in ones are rebuilt from their name
             target = Path("tokenizers") / name
             self.tokenizer.tokenizer.save_pretrained(folder / target)
             assets["tokenizer"] = target.as_posix()
@@ -195,8 +282,14 @@ class TextModality(Modality):
 
     @classmethod
     def from_export(cls, config: dict, root: Path | None) -> TextModality:
-        if root is not None and config.get("tokenizer"):
-            config = {**config, "tokenizer": str(root / config["tokenizer"])}
+        """As `cls(**config)`, but a `tokenizer` of None without a `model` is "ascii": what mmae
+        wrote before the byte tokenizer became the default, with weights sized to that vocabulary;
+        a transformers tokenizer's path is relative to the export's `root`."""
+        tokenizer = config.get("tokenizer")
+        if tokenizer is None and not config.get("model"):
+            config = {**config, "tokenizer": "ascii"}
+        elif root is not None and tokenizer and tokenizer not in BUILTIN_TOKENIZERS:
+            config = {**config, "tokenizer": str(root / tokenizer)}
         return cls(**config)
 
     def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor,

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
+from mmae.data.labels import LabelMap
 from mmae.data.manifest import ManifestDataset, OnError, collate_skipping, fit_modalities
 from mmae.data.shards import ShardSet
 from mmae.data.statistics import fit_feature_statistics
@@ -48,6 +49,42 @@ class EpochRandomSampler(RandomSampler):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, whose place within an epoch is part of every checkpoint.
+
+    `position()` says how many batches of the current epoch were trained on. A run resumed
+    from a checkpoint written mid-epoch (an interrupted run) is handed that number back and
+    skips as many batches of the epoch's order, so it trains on exactly the batches the
+    uninterrupted run would have. The skipped batches are read and dropped, not trained on:
+    with the default in-memory cache that costs a fraction of a second. (Lightning calls
+    `state_dict` when it saves a checkpoint and `load_state_dict` only when it resumes
+    within an epoch.)"""
+
+    def __init__(self, *args, position: Callable[[], int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": int(self.position())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("batches", 0))
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        return _skipping(iterator, skip) if skip else iterator
+
+
+def _skipping(iterator: Iterator, count: int) -> Iterator:
+    """`iterator` after its first `count` items, skipped on the first `next` (not before: Lightning
+    creates a resumed epoch's iterator before it sets the sampler's epoch)."""
+    for _ in range(count):
+        next(iterator)
+    yield from iterator
 
 
 class MultimodalDataModule(pl.LightningDataModule):
@@ -86,6 +123,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         """The dataset of one split, ready to be read (subclasses decode or cache it here)."""
         return self.dataset(split)
 
+    @property
+    def label_map(self) -> LabelMap | None:
+        """The data's labels (class index -> the label as given), None without labels."""
+        return getattr(self.dataset("train"), "label_map", None)
+
     def loader_workers(self, dataset: Dataset) -> int:
         return self.num_workers
 
@@ -108,18 +150,26 @@ class MultimodalDataModule(pl.LightningDataModule):
         """Refuse, before any work, a split that `stage` reads and that has no sample."""
         stage = getattr(stage, "value", stage)  # (Lightning passes its TrainerFn enum)
         for split in STAGE_SPLITS.get(stage, ()):
-            if len(self.ready(split)) == 0:
-                raise DataError(f"{self._describe(split)}: the {split} split is empty, and the {stage} "
-                                f"stage needs it" + EMPTY_SPLIT_HINTS.get(split, ""))
+            self.require_split(split, f"the {stage} stage")
+
+    def require_split(self, split: str, reader: str) -> None:
+        """Refuse an empty split that `reader` (a stage, a command) needs, naming it."""
+        if len(self.ready(split)) == 0:
+            raise DataError(f"{self._describe(split)}: the {split} split is empty, and {reader} "
+                            f"needs it" + EMPTY_SPLIT_HINTS.get(split, ""))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.ready(split)
         workers = self.loader_workers(dataset)
-        return DataLoader(dataset, batch_size=self.batch_size,
-                          sampler=EpochRandomSampler(dataset, self.seed) if shuffle else None,
-                          num_workers=workers, pin_memory=self.pin_memory,
-                          persistent_workers=workers > 0, collate_fn=self.collate_fn,
-                          generator=torch.Generator().manual_seed(self.seed))
+        options = {"batch_size": self.batch_size, "num_workers": workers, "pin_memory": self.pin_memory,
+                   "persistent_workers": workers > 0, "collate_fn": self.collate_fn,
+                   "generator": torch.Generator().manual_seed(self.seed)}
+        if not shuffle:
+            return DataLoader(dataset, **options)
+        trainer = self.trainer
+        return ResumableLoader(dataset, sampler=EpochRandomSampler(dataset, self.seed), **options,
+                               position=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+                               if trainer else 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

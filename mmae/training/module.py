@@ -229,6 +229,8 @@ class AutoencoderModule(pl.LightningModule):
         checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
         checkpoint["mmae_baselines"] = self.baselines
         checkpoint["mmae_nonfinite_skipped"] = self.nonfinite_skipped
+        label_map = getattr(self._trainer and self.trainer.datamodule, "label_map", None)
+        checkpoint["mmae_labels"] = label_map.to_json() if label_map is not None else None
         # Every rank's generators (called on all ranks; rank zero writes the file).
         checkpoint["mmae_random_state"] = self._gather_over_ranks(random_state.capture())
 
