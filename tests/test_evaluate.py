@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmae import load_encoder
-from mmae.analysis.evaluate import encode_batches, linear_probe, pca
+from mmae.analysis.evaluate import encode_batches, format_results, linear_probe, pca
 from mmae.cli.evaluate import main as eval_main
 from mmae.cli.features import main as features_main
 from mmae.cli.train import train
@@ -52,9 +52,25 @@ def test_eval_cli_reports_probes_per_modality_and_imputation(run, capsys):
     probes = results["linear_probe_accuracy"]
     assert set(probes) == {"all modalities", "image only", "vector only", "PCA-8 of the inputs"}
     assert all(0.0 <= v <= 1.0 for v in probes.values())
+    raw = results["raw_input_probe_accuracy"]  # the bar the codes must clear, measured alike
+    assert set(raw) == {"all modalities", "image only", "vector only"}
+    assert all(0.0 <= v <= 1.0 for v in raw.values())
     assert set(results["imputation"]["image"]) == {"from_all", "from_others", "baseline_mean",
                                                    "gain_over_baseline"}
-    assert "linear probe (test accuracy)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "linear probe (test accuracy)" in out and "raw inputs" in out
+    losing = [name for name in raw if probes[name] < raw[name]]
+    assert ("the codes lose to a probe on the raw inputs: " in out) == bool(losing)
+
+
+def test_the_probe_table_says_plainly_where_the_codes_lose():
+    text = format_results({"linear_probe_accuracy": {"all modalities": 0.488, "image only": 0.2,
+                                                     "PCA-32 of the inputs": 0.166},
+                           "raw_input_probe_accuracy": {"all modalities": 0.652, "image only": 0.1}})
+    assert "  all modalities                       48.8%       65.2%" in text
+    assert "PCA-32 of the inputs                 16.6%" in text
+    assert text.splitlines()[-1] == ("the codes lose to a probe on the raw inputs: "
+                                     "all modalities (-16.4 points)")
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".npy", ".parquet"])

@@ -177,7 +177,9 @@ def test_the_parameter_table_counts_every_part():
     model = MultimodalAutoencoder(_modalities(), MeanFusion, latent_dim=4)
     table = format_parameters(model).splitlines()
     assert table[0].split() == ["part", "encoder", "decoder"]
-    rows = {line.split()[0]: [int(v.replace(",", "")) for v in line.split()[-2:]] for line in table[1:]}
+    rows = {line.split()[0]: [int(v.replace(",", "")) for v in line.split()[-2:]] for line in table[1:-1]}
+    total = sum(p.numel() for p in model.parameters())
+    assert table[-1].startswith(f"trainable {total:,} of {total:,} (")
     assert set(rows) == {"image", "audio", "vector", "fusion", "total"}
     assert rows["total"] == [sum(p.numel() for p in model.encoder.parameters()),
                              sum(p.numel() for p in model.decoder.parameters())]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -73,18 +73,21 @@ def hoyer_sparsity(codes: Tensor) -> float:
 
 
 @torch.no_grad()
-def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None],
-                   max_samples: int = 20_000) -> tuple[Tensor, Tensor]:
-    """The preprocessed inputs of every modality, flattened side by side (zeros where a
+def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None], max_samples: int = 20_000,
+                   modalities: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
+    """The preprocessed inputs of every modality (or of `modalities`, keeping the samples that
+    have one of them, as the codes from a subset do), flattened side by side (zeros where a
     modality is missing), with the labels: what a baseline without learning gets to see."""
+    names = list(modalities or encoder.modalities)
     rows, labels, seen = [], [], 0
     for batch in batches:
         if batch is None:
             continue
-        features, present, _ = features_of(encoder.encoder, batch)
-        rows.append(flat_inputs(features, present, list(encoder.modalities)))
-        labels.append(batch["label"])
-        seen += len(batch["label"])
+        features, present, _ = features_of(encoder.encoder, batch, names)
+        keep = torch.stack([present[n] for n in names], dim=1).any(dim=1).cpu()
+        rows.append(flat_inputs(features, present, names)[keep])
+        labels.append(batch["label"][keep])
+        seen += int(keep.sum())
         if seen >= max_samples:
             break
     return torch.cat(rows), torch.cat(labels)
@@ -103,6 +106,11 @@ def _probe(train: Features, test: Features) -> float | None:
         return None
     return linear_probe(train.codes[keep_train], train.labels[keep_train], test.codes[keep_test],
                         test.labels[keep_test])
+
+
+def _input_probe(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> float | None:
+    """`_probe` of features that are not codes (raw inputs, their PCA): `(features, labels)`."""
+    return _probe(Features(train[0], train[1], train[1]), Features(test[0], test[1], test[1]))
 
 
 @torch.no_grad()
@@ -224,19 +232,37 @@ def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | 
     train_x, train_y = input_features(encoder, train_loader)
     test_x, test_y = input_features(encoder, test_loader)
     train_pca, test_pca = pca(train_x, test_x, encoder.latent_dim)
-    probes[f"PCA-{encoder.latent_dim} of the inputs"] = _probe(
-        Features(train_pca, train_y, train_y), Features(test_pca, test_y, test_y))
+    probes[f"PCA-{encoder.latent_dim} of the inputs"] = _input_probe((train_pca, train_y), (test_pca, test_y))
+    raw = {"all modalities": _input_probe((train_x, train_y), (test_x, test_y))}
+    for name in encoder.modalities:
+        raw[f"{name} only"] = _input_probe(input_features(encoder, train_loader, modalities=[name]),
+                                           input_features(encoder, test_loader, modalities=[name]))
     results = {"samples": {"train": len(train_codes.codes), "test": len(test_codes.codes)},
-               "linear_probe_accuracy": probes}
+               "linear_probe_accuracy": probes, "raw_input_probe_accuracy": raw}
     if model is not None:
         results["imputation"] = imputation_errors(model, train_loader, test_loader)
     return results
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def format_results(results: dict) -> str:
-    lines = [f"{'linear probe (test accuracy)':<36}{'':>8}"]
+    """The probe table: the codes beside the same probe on the raw inputs (where measured),
+    and a plain line naming every row where the codes lose to the raw inputs."""
+    raw = results.get("raw_input_probe_accuracy", {})
+    lines = [f"{'linear probe (test accuracy)':<36}{'codes':>8}{'raw inputs':>12}"]
+    losses = []
     for name, accuracy in results["linear_probe_accuracy"].items():
-        lines.append(f"  {name:<34}{'-' if accuracy is None else f'{accuracy:.1%}':>8}")
+        baseline = raw.get(name)
+        lines.append(f"  {name:<34}{_percent(accuracy):>8}{_percent(baseline) if name in raw else '':>12}")
+        if accuracy is not None and baseline is not None and accuracy < baseline:
+            losses.append(f"{name} ({100 * (accuracy - baseline):+.1f} points)")
+    if losses:
+        lines.append("the codes lose to a probe on the raw inputs: " + ", ".join(losses))
+    elif raw:
+        lines.append("the codes beat (or match) a probe on the raw inputs in every row")
     if "imputation" in results:
         lines.append(format_imputation(results["imputation"], title="imputation (test)"))
     return "\n".join(lines)

@@ -19,8 +19,9 @@ from mmae.core.registry import EVALUATIONS
 
 @EVALUATIONS.register("probe")
 class Probe(Evaluation):
-    """Linear probes of the codes from all modalities and from each alone, against PCA of the
-    inputs; imputation errors when the decoder is given; a latent map."""
+    """Linear probes of the codes from all modalities and from each alone, beside the same
+    probe on the raw inputs (all, and each modality alone) and on PCA of the inputs; imputation
+    errors when the decoder is given; a latent map."""
 
     needs_labels = True
 
@@ -33,6 +34,7 @@ class Probe(Evaluation):
             results["latent_map"] = str(picture)
         probes = results["linear_probe_accuracy"]
         summary = {"probe all": probes["all modalities"],
+                   "raw inputs all": results["raw_input_probe_accuracy"]["all modalities"],
                    **{k: v for k, v in probes.items() if k.startswith("PCA")}}
         return TaskResult(results, format_results(results), summary,
                           [str(picture)] if picture is not None else [])

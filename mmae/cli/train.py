@@ -259,7 +259,8 @@ def _hydra_main(cfg: DictConfig) -> None:
         return train(cfg, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
     try:
-        report, objects = run_command("mmae-train", job)
+        # In a sweep, a point's error is the point's: Hydra records it and goes on with the rest.
+        report, objects = job() if hydra_cfg.mode == RunMode.MULTIRUN else run_command("mmae-train", job)
     except Interrupted as interrupted:
         sys.exit(_interrupted_message(interrupted, hydra_cfg))
     if objects["trainer"].is_global_zero:

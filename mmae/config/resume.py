@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.config.resolvers import is_rank_zero_process
 from mmae.core.errors import ConfigError
 from mmae.training.tracking import previous_run_id
 
@@ -52,8 +53,9 @@ def run_files(output_dir: Path) -> list[str]:
 
 def check_fresh_output_dir(output_dir: Path, ckpt_path: str | None) -> None:
     """A run directory holds one run: starting another there (no `ckpt_path`) would replace
-    its checkpoints, export and metrics, so it is refused before anything is written."""
-    found = run_files(output_dir) if not ckpt_path else []
+    its checkpoints, export and metrics, so it is refused before anything is written. Checked
+    by global rank zero only: the other DDP ranks start once it has begun writing the run."""
+    found = run_files(output_dir) if not ckpt_path and is_rank_zero_process() else []
     if found:
         raise ConfigError(f"paths.output_dir={output_dir} already holds a run ({', '.join(found)}); "
                           "continue it with ckpt_path=last, or give a fresh paths.output_dir")
