@@ -59,12 +59,16 @@ def test_sigkill_mid_epoch_then_resume_from_last_ends_like_an_uninterrupted_run(
     assert resumed.returncode == 0, output
     assert "Restoring states from the checkpoint path" in output
 
+    _assert_ends_like_an_uninterrupted_run(run, tmp_path / "straight")
+
+
+def _assert_ends_like_an_uninterrupted_run(run: Path, straight_dir: Path) -> None:
     # The reference run is a process like the other two: bit-equality needs the same thread
     # count and library state, which the pytest process (after other tests) need not have.
-    straight = _mmae_train(f"paths.output_dir={tmp_path / 'straight'}")
+    straight = _mmae_train(f"paths.output_dir={straight_dir}")
     output, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, output
-    expected = load_checkpoint_file(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    expected = load_checkpoint_file(straight_dir / "checkpoints" / "last.ckpt")
     actual = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     assert actual["global_step"] == expected["global_step"] == 3 * STEPS_PER_EPOCH
     for name, weight in expected["state_dict"].items():
@@ -99,15 +103,7 @@ def test_sigterm_mid_epoch_saves_where_it_stopped_exits_143_and_resumes_like_an_
     assert resumed.returncode == 0, output
     assert "not resumable" not in output  # Lightning's warning for loaders without a position
 
-    straight = _mmae_train(f"paths.output_dir={tmp_path / 'straight'}")
-    output, _ = straight.communicate(timeout=600)
-    assert straight.returncode == 0, output
-    expected = load_checkpoint_file(tmp_path / "straight" / "checkpoints" / "last.ckpt")
-    actual = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
-    assert actual["global_step"] == expected["global_step"] == 3 * STEPS_PER_EPOCH
-    for name, weight in expected["state_dict"].items():
-        assert torch.equal(weight, actual["state_dict"][name]), name
-    assert (run / "metrics.json").exists() and (run / "encoder" / "model.safetensors").exists()
+    _assert_ends_like_an_uninterrupted_run(run, tmp_path / "straight")
 
 
 @pytest.mark.slow
