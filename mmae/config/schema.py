@@ -156,37 +156,37 @@ def _check_training_length(trainer: Any) -> None:
                         "or trainer.max_time=DD:HH:MM:SS)")
 
 
+def _arguments(node: Any) -> dict | None:
+    """A target node's arguments as plain values; None where one has no value outside a run."""
+    from omegaconf import OmegaConf
+
+    values = {k: get(node, k) for k in node if k not in ("_target_", "_partial_")}
+    if any(v in (UNRESOLVED, MISSING) for v in values.values()):
+        return None
+    return {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in values.items()}
+
+
 def _check_optimizer(optimizer: Any, scheduler: Any) -> None:
     """Build the optimizer (and scheduler) once on a stand-in parameter, so that a value torch
     refuses (a negative learning rate, betas outside [0, 1)) is one line naming the section
     now, not a traceback once training starts."""
-    if not is_target_node(optimizer):
-        return
-    settings = {k: get(optimizer, k) for k in optimizer if k not in ("_target_", "_partial_")}
-    if any(v in (UNRESOLVED, MISSING) for v in settings.values()):
-        return
     import torch
 
-    cls = locate(optimizer["_target_"])
+    arguments = _arguments(optimizer) if is_target_node(optimizer) else None
+    cls = locate(optimizer["_target_"]) if arguments is not None else None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        return  # not a torch optimizer: its own checks apply when it is built
-    from omegaconf import OmegaConf
-
-    plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}
+        return  # not a torch optimizer (or not known here): its own checks apply when it is built
     try:
-        built = cls([torch.nn.Parameter(torch.zeros(1))], **plain)
+        built = cls([torch.nn.Parameter(torch.zeros(1))], **arguments)
     except (ValueError, TypeError) as error:
-        values = ", ".join(f"optimizer.{k}={v}" for k, v in plain.items())
+        values = ", ".join(f"optimizer.{k}={v}" for k, v in arguments.items())
         raise ConfigError(f"optimizer ({optimizer['_target_']}): {error} ({values})") from None
-    if not is_target_node(scheduler):
-        return
-    kwargs = {k: get(scheduler, k) for k in scheduler if k not in ("_target_", "_partial_")}
-    scheduler_cls = locate(scheduler["_target_"])
-    if any(v in (UNRESOLVED, MISSING) for v in kwargs.values()) or not isinstance(scheduler_cls, type):
+    arguments = _arguments(scheduler) if is_target_node(scheduler) else None
+    scheduler_cls = locate(scheduler["_target_"]) if arguments is not None else None
+    if not isinstance(scheduler_cls, type):
         return
     try:
-        scheduler_cls(built, **{k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
-                                for k, v in kwargs.items()})
+        scheduler_cls(built, **arguments)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"scheduler ({scheduler['_target_']}): {error}") from None
 
