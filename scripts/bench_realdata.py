@@ -5,6 +5,7 @@ number measured in this run.
     python scripts/bench_realdata.py --epochs 1 --variants            # a quick smoke run, no variants
     python scripts/bench_realdata.py --variants "fusion=attention" "model=vae fusion=mopoe" --json out.json
     python scripts/bench_realdata.py --variants --stream                # the default from shards too
+    python scripts/bench_realdata.py --suite                          # every dataset: scripts/bench_suite.py
 
 The data is "spoken digits" (scripts/realdata.py): 8x8 handwritten digit images paired with
 the digit's word spoken by espeak-ng, test voices never heard in training, a manifest with
@@ -343,7 +344,8 @@ def plain_loop_seconds(run: Run) -> float:
             present = {n: data["present"][n][picked] for n in names}
             inputs = model.encoder.preprocess({n: data[n][picked] for n in names})
             seen, seen_present = corruption(inputs, present, modalities=model.modalities)
-            output = model(seen, seen_present)
+            output = model(seen, seen_present,
+                           unimodal_present=present if objective.needs_unimodal_codes else None)
             loss = objective(Step(model.modalities, output, inputs, present, inputs=seen, global_step=step,
                                   likelihoods=model.decoder.likelihoods)).total
             optimizer.zero_grad(set_to_none=True)
@@ -495,6 +497,11 @@ def write_json(path: Path | None, outcome: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if "--suite" in argv:  # every dataset of the suite: scripts/bench_suite.py
+        import bench_suite
+
+        bench_suite.main([a for a in argv if a != "--suite"])
+        return
     args = parse_args(argv)
     try:
         outcome = bench(args)

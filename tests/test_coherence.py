@@ -106,6 +106,12 @@ def test_only_samples_with_every_input_present_are_counted():
     assert seen == {("a",): 4, ("b",): 2, ("c",): 3, ("a", "b"): 2, ("a", "c"): 3, ("b", "c"): 1}
     assert table["c"]["real"] == 0.0
     assert table["a"]["from"]["c"] == 0.0 and table["a"]["from"]["b"] == 1.0  # the imputer copies
+    # Beside each figure, the judge on the real target of the same samples (those that hold it):
+    # c's real features are wrong on the 3 rows that hold c, a's right on every row.
+    assert table["c"]["real_from"] == {"a": 0.0, "b": 0.0, "a+b": 0.0}
+    assert table["a"]["real_from"] == {"b": 1.0, "c": 1.0, "b+c": 1.0}
+    assert table["c"]["real_by_inputs"] == {"1": 0.0, "2": 0.0}
+    assert mean_by_inputs(table, "real_by_inputs") == {"1": pytest.approx(2 / 3), "2": pytest.approx(2 / 3)}
 
 
 def test_joint_coherence_counts_agreeing_samples_and_their_classes():
@@ -154,6 +160,8 @@ def test_coherence_of_the_evaluation_run(eval_run):
     assert set(results["joint"]) == {"gmm"}  # no prior to draw from in an autoencoder
     assert 0.0 <= results["joint"]["gmm"]["coherence"] <= 1.0
     assert "coherence from 1" in result.summary and "real" in result.text
+    assert result.summary["judge on real data, from 1"] > 0.6
+    assert "coherence / the judge on the real target of the same samples" in result.text
 
 
 def test_joint_coherence_of_a_vae_from_the_prior_and_the_mixture(eval_vae_run):

@@ -6,7 +6,9 @@ Definitions (`mmae-eval task=coherence`):
 - **classifier of modality m**: a linear probe (`fit_linear_classifier`) trained on the *real*
   training features of m, flattened (token ids as a bag of tokens), to predict the label. It
   never sees the model, so it judges the model's outputs from outside.
-- **real** (the ceiling): that classifier's accuracy on the real test features of m.
+- **real** (the ceiling): that classifier's accuracy on the real test features of m; beside every
+  coherence figure, `real_from` holds its accuracy on the real features of m of the same test
+  samples (those of them that hold m), so a weak judge cannot make a model look good or bad.
 - **coherence of target t from subset S** (t not in S): on the labelled test samples with every
   modality of S present, the fraction whose imputation of t from S alone
   (`mmae.impute`) the classifier of t assigns the sample's label.
@@ -134,14 +136,20 @@ def cross_coherence(imputer: Imputer, classifiers: Mapping[str, Classifier], bat
                               {n: x[rows] for n, x in raw.items() if n in subset})
             for target in names:
                 if target not in subset:
-                    tally(target, subset_key(subset), classifiers[target](imputed[target]),
-                          labels[rows.cpu()])
+                    key, truth = subset_key(subset), labels[rows.cpu()]
+                    tally(target, key, classifiers[target](imputed[target]), truth)
+                    held = present[target][rows]
+                    if held.any():  # the judge on the real target of these samples
+                        tally(target, f"real|{key}", classifiers[target](features[target][rows][held]),
+                              truth[held.cpu()])
     accuracy = {key: correct / total for key, (correct, total) in counts.items() if total}
     table = {}
     for target in names:
-        others = subsets([n for n in names if n != target])
-        row = {subset_key(s): accuracy.get((target, subset_key(s))) for s in others}
-        table[target] = {"real": accuracy.get((target, "real")), "from": row, "by_inputs": by_inputs(row)}
+        others = [subset_key(s) for s in subsets([n for n in names if n != target])]
+        row = {key: accuracy.get((target, key)) for key in others}
+        real = {key: accuracy.get((target, f"real|{key}")) for key in others}
+        table[target] = {"real": accuracy.get((target, "real")), "from": row, "by_inputs": by_inputs(row),
+                         "real_from": real, "real_by_inputs": by_inputs(real)}
     return table
 
 
@@ -154,11 +162,11 @@ def by_inputs(coherence: Mapping[str, float | None]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in sorted(sizes.items())}
 
 
-def mean_by_inputs(table: Mapping[str, Mapping]) -> dict[str, float]:
-    """Number of inputs -> the mean over targets of their `by_inputs`."""
+def mean_by_inputs(table: Mapping[str, Mapping], field: str = "by_inputs") -> dict[str, float]:
+    """Number of inputs -> the mean over targets of their `by_inputs` (or another such field)."""
     pooled: dict[str, list[float]] = {}
     for row in table.values():
-        for k, value in row["by_inputs"].items():
+        for k, value in row.get(field, {}).items():
             pooled.setdefault(k, []).append(value)
     return {k: sum(v) / len(v) for k, v in sorted(pooled.items())}
 
@@ -175,14 +183,17 @@ def joint_coherence(decoded: Mapping[str, Tensor], classifiers: Mapping[str, Cla
 def format_coherence(results: Mapping) -> str:
     names = list(results["cross"])
     columns = [s for s in subsets(names, range(1, len(names)))]
-    width = max(10, *(len(subset_key(s)) + 2 for s in columns))
-    lines = [f"cross-modal coherence (test accuracy of the imputed target; chance {results['chance']:.1%})",
+    width = max(16, *(len(subset_key(s)) + 2 for s in columns))
+    lines = [f"cross-modal coherence (test accuracy of the imputed target; chance {results['chance']:.1%});",
+             "each cell: coherence / the judge on the real target of the same samples",
              f"  {'target':<10}{'real':>8}" + "".join(f"{subset_key(s):>{width}}" for s in columns)]
     for target, row in results["cross"].items():
-        cells = "".join(f"{_percent(row['from'].get(subset_key(s))):>{width}}" for s in columns)
+        cells = "".join(f"{_pair(row['from'].get(k), row.get('real_from', {}).get(k)):>{width}}"
+                        for k in map(subset_key, columns))
         lines.append(f"  {target:<10}{_percent(row['real']):>8}{cells}")
+    real = results.get("real_by_inputs", {})
     lines.append("  mean by number of inputs: " + ", ".join(
-        f"{k}: {_percent(v)}" for k, v in results["by_inputs"].items()))
+        f"{k}: {_pair(v, real.get(k))}" for k, v in results["by_inputs"].items()))
     for sampler, row in results.get("joint", {}).items():
         lines.append(f"joint coherence ({sampler}, {results['samples']} samples): "
                      f"{_percent(row['coherence'])} ({row['classes']} classes)")
@@ -191,6 +202,10 @@ def format_coherence(results: Mapping) -> str:
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def _pair(coherence: float | None, real: float | None) -> str:
+    return f"{_percent(coherence)} / {_percent(real)}"
 
 
 @EVALUATIONS.register("coherence")
@@ -213,10 +228,12 @@ class Coherence(Evaluation):
 
         cross = cross_coherence(imputer, classifiers, labelled_batches(model, context.loader("test")), names)
         results = {"chance": 1.0 / num_classes, "chance_joint": num_classes ** (1 - len(names)),
-                   "cross": cross, "by_inputs": mean_by_inputs(cross)}
+                   "cross": cross, "by_inputs": mean_by_inputs(cross),
+                   "real_by_inputs": mean_by_inputs(cross, "real_by_inputs")}
         results["joint"] = self._joint(context, model, classifiers)
         results["samples"] = context.options.get("prior_samples", 1000)
         summary = {f"coherence from {k}": v for k, v in results["by_inputs"].items()}
+        summary.update({f"judge on real data, from {k}": v for k, v in results["real_by_inputs"].items()})
         summary.update({f"joint coherence ({s})": row["coherence"] for s, row in results["joint"].items()})
         return TaskResult(results, format_coherence(results), summary)
 

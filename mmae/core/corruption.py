@@ -155,6 +155,48 @@ class SaltAndPepper(_ElementNoise):
         return torch.where(hit, torch.where(salt, high.to(x.device), low.to(x.device)), x)
 
 
+def _check_unit(owner: str, key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{owner}: {key} must be in [0, 1], got {value}")
+
+
+def _keep_missing(augmented: Tensor, clean: Tensor, present: Tensor | None) -> Tensor:
+    """The augmented values of present samples; missing ones keep their zero fill."""
+    if present is None or augmented is clean:
+        return augmented
+    return torch.where(present.view(-1, *[1] * (clean.dim() - 1)), augmented, clean)
+
+
+class Augment:
+    """Semantic-preserving augmentations: each named modality's (all if None) own
+    `Modality.augment` at `strength` in [0, 1] (an image's colours and framing, a clip's
+    loudness and timing, a few tokens of a text), so the codes learn to ignore the nuisance
+    they change; presence is left as it is. Strength 0 changes nothing and draws nothing.
+    A frozen backbone whose outputs are cached sees the clean inputs, as with element noise."""
+
+    def __init__(self, strength: float = 0.5, modalities: Sequence[str] | None = None):
+        _check_unit("Augment", "strength", strength)
+        self.strength = strength
+        self.modalities = None if modalities is None else list(modalities)
+
+    def __call__(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor],
+                 generator: torch.Generator | None = None,
+                 modalities: Mapping[str, Modality] | None = None) -> Batch:
+        augmented = dict(inputs)
+        if self.strength == 0.0 or not modalities:
+            return augmented, dict(present)
+        for name, x in inputs.items():
+            modality = modalities.get(name)
+            if modality is None or (self.modalities is not None and name not in self.modalities):
+                continue
+            changed = modality.augment(x, self.strength, generator)
+            augmented[name] = _keep_missing(changed, x, present.get(name))
+        return augmented, dict(present)
+
+    def __repr__(self) -> str:
+        return f"Augment(strength={self.strength})"
+
+
 class Compose:
     """Apply named corruptions in order, e.g. modality dropout then Gaussian noise.
 
@@ -180,15 +222,20 @@ class Compose:
 
 
 class DenoisingDropout(Compose):
-    """The default corruption: modality dropout (`p`), then Gaussian noise of `sigma`, in each
-    modality's standardised units, on what the encoder still sees. Dropout teaches cross-modal
-    reconstruction; the noise makes the codes of each modality robust (measured on the
-    real-data benchmark, docs/benchmarks.md)."""
+    """The default corruption: modality dropout (`p`), then each modality's augmentations at
+    strength `augment` (`Augment`; 0, the default, skips them without a random draw), then
+    Gaussian noise of `sigma`, in each modality's standardised units, on the modalities named
+    (all continuous ones if None). Dropout teaches cross-modal reconstruction; the noise makes
+    the codes of each modality robust (measured on the real-data benchmark,
+    docs/benchmarks.md)."""
 
-    def __init__(self, p: float = 0.3, sigma: float = 0.5, modalities: Sequence[str] | None = None):
-        super().__init__(dropout=ModalityDropout(p), noise=GaussianNoise(sigma, modalities))
-        self.p, self.sigma = p, sigma
+    def __init__(self, p: float = 0.3, sigma: float = 0.5, modalities: Sequence[str] | None = None,
+                 augment: float = 0.0):
+        _check_unit("DenoisingDropout", "augment", augment)
+        super().__init__(dropout=ModalityDropout(p), augment=Augment(augment),
+                         noise=GaussianNoise(sigma, modalities))
+        self.p, self.sigma, self.augment = p, sigma, augment
 
     def __repr__(self) -> str:
-        return f"DenoisingDropout(p={self.p}, sigma={self.sigma})"
+        return f"DenoisingDropout(p={self.p}, sigma={self.sigma}, augment={self.augment})"
 

@@ -196,6 +196,17 @@ class Modality(ABC):
         """Which feature elements denoising corruptions may change (None: all of them)."""
         return None
 
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """A batch of features `[B, *shape]` under per-sample random transforms that keep what
+        a sample means and change a nuisance (an image's colours, a clip's loudness), so that
+        codes trained on them become invariant to it (`mmae.core.corruption.Augment`).
+
+        `strength` in [0, 1] scales every magnitude; 0 must return `features` itself. One
+        batched draw from `generator` (the global generator when None): the same generator
+        state gives the same output. Same shape and dtype, values in the features' valid
+        range. Training only: an export never augments. Default: no augmentation."""
+        return features
+
     def reconstruction_loss(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         """Per-sample loss `[B]`; the default is the mean squared error over all elements."""
         return (reconstruction - target).pow(2).flatten(1).mean(dim=1)
@@ -308,6 +319,12 @@ class OwnLoss(Likelihood):
 
     def nll(self, reconstruction: Tensor, target: Tensor) -> Tensor:
         return self._loss(reconstruction, target)
+
+
+def signed_uniform(size: int, scale: float, generator: torch.Generator | None,
+                   device: torch.device) -> Tensor:
+    """`size` draws in [-scale, scale): the per-sample magnitudes of an augmentation."""
+    return (2.0 * torch.rand(size, generator=generator, device=device) - 1.0) * scale
 
 
 def file_cell(value: Any, root: Path) -> Path:

@@ -91,6 +91,10 @@ class Encoding:
     (a VAE's private posterior mean) and `private_posteriors` (VAEs) its posterior; where the
     modality is missing, the code is 0 and the posterior the prior N(0, I) itself, so it adds
     no KL. `present` holds the masks the encoder used, one per given modality.
+
+    When asked for (`unimodal_present`), `unimodal` holds the shared code each modality gives
+    on its own `[B, latent_dim]`, valid where `unimodal_present` is True (what an alignment
+    term compares across modalities).
     """
 
     code: Tensor
@@ -98,6 +102,8 @@ class Encoding:
     private: dict[str, Tensor] = field(default_factory=dict)
     private_posteriors: dict[str, Posterior] = field(default_factory=dict)
     present: dict[str, Tensor] = field(default_factory=dict)
+    unimodal: dict[str, Tensor] = field(default_factory=dict)
+    unimodal_present: dict[str, Tensor] = field(default_factory=dict)
 
     def with_private(self, modalities: Sequence[str]) -> Tensor:
         """`[B, latent_dim + len(modalities) * private_dim]`: the shared code, then each of
@@ -118,7 +124,8 @@ class AutoencoderOutput:
 
     With private latents: `private_latent` is the `w_m` each modality was decoded from (all
     of the model's modalities; a prior draw or zeros where m was missing), `private` and
-    `private_posteriors` the encoder's (see `Encoding`).
+    `private_posteriors` the encoder's (see `Encoding`). `unimodal` and `unimodal_present`:
+    each modality's code on its own, where asked for (see `Encoding`).
     """
 
     latent: Tensor
@@ -128,6 +135,8 @@ class AutoencoderOutput:
     private_latent: dict[str, Tensor] = field(default_factory=dict)
     private: dict[str, Tensor] = field(default_factory=dict)
     private_posteriors: dict[str, Posterior] = field(default_factory=dict)
+    unimodal: dict[str, Tensor] = field(default_factory=dict)
+    unimodal_present: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None,
@@ -178,6 +187,22 @@ def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None
             f"modality missing; each sample needs at least one of {list(inputs)}"
         )
     return masks
+
+
+def _readable(masks: Mapping[str, Tensor],
+              unimodal_present: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    """Per modality, the samples whose input the encoder reads: those the fusion uses, plus
+    those whose own code is asked for (`unimodal_present`)."""
+    if unimodal_present is None:
+        return dict(masks)
+    readable = {}
+    for name, mask in masks.items():
+        wanted = unimodal_present.get(name)
+        if wanted is not None and (wanted.dtype != torch.bool or wanted.shape != mask.shape):
+            raise InputError(f"unimodal_present['{name}']: expected a bool tensor of shape "
+                             f"{list(mask.shape)}, got {wanted.dtype} of shape {list(wanted.shape)}")
+        readable[name] = mask if wanted is None else mask | wanted.to(mask.device)
+    return readable
 
 
 def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
@@ -255,25 +280,43 @@ class MultimodalEncoder(nn.Module):
 
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 raw: Mapping[str, Tensor] | None = None,
-                cached: Mapping[str, Tensor] | None = None) -> Encoding:
+                cached: Mapping[str, Tensor] | None = None,
+                unimodal_present: Mapping[str, Tensor] | None = None) -> Encoding:
         """Encode features (see `preprocess`) of any non-empty subset of the modalities.
 
         `raw` holds the raw inputs of modalities that `encodes_raw`; `cached` the output of a
         frozen backbone's stem (`BackboneEncoder.stem`) per modality, computed earlier for
         these samples (`mmae.data.stem_cache`), which then runs only the encoder's head.
+
+        `unimodal_present` asks for each modality's own code (`Encoding.unimodal`) where it is
+        True, which may include samples that `present` leaves out of the fusion: modality
+        dropout hides a modality from the fused code, yet its input is still there to align.
         """
         masks = _presence(inputs, present, self.modalities)
+        readable = _readable(masks, unimodal_present)
         cached = cached or {}
         embeddings = {}
         for name, x in inputs.items():
             if name in cached:
-                embeddings[name] = self.encoders[name].head(zero_missing(cached[name], masks[name]))
+                embeddings[name] = self.encoders[name].head(zero_missing(cached[name], readable[name]))
             else:
                 x = self.encoder_input(name, x, raw)
-                embeddings[name] = self.encoders[name](zero_missing(x, masks[name]))
+                embeddings[name] = self.encoders[name](zero_missing(x, readable[name]))
         code, posterior = self._shared(self.fusion(embeddings, masks))
         private, private_posteriors = self._private(embeddings, masks)
-        return Encoding(code, posterior, private, private_posteriors, masks)
+        unimodal = self.unimodal_codes(embeddings, readable) if unimodal_present is not None else {}
+        return Encoding(code, posterior, private, private_posteriors, masks, unimodal,
+                        readable if unimodal_present is not None else {})
+
+    def unimodal_codes(self, embeddings: Mapping[str, Tensor],
+                       masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The shared code each modality gives alone: the fusion of its embedding by itself
+        (zeros where `masks` says it is missing)."""
+        codes = {}
+        for name, embedding in embeddings.items():
+            code, _ = self._shared(self.fusion({name: embedding}, {name: masks[name]}))
+            codes[name] = torch.where(masks[name].unsqueeze(1), code, 0.0)
+        return codes
 
     def _shared(self, fused: Tensor | Posterior) -> tuple[Tensor, Posterior | None]:
         """The fusion's output -> the shared code and, for a VAE, its posterior."""
@@ -418,16 +461,17 @@ class MultimodalAutoencoder(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None,
                 sample: bool | None = None, raw: Mapping[str, Tensor] | None = None,
                 cached: Mapping[str, Tensor] | None = None,
-                generator: torch.Generator | None = None) -> AutoencoderOutput:
+                generator: torch.Generator | None = None,
+                unimodal_present: Mapping[str, Tensor] | None = None) -> AutoencoderOutput:
         """Encode any non-empty subset of modalities and decode all of them.
 
         `sample` (VAE only) decodes a posterior sample rather than the mean (of the shared and
         the private posteriors); it defaults to sampling in training mode only. Decoding a
         subset's posterior is cross-modal generation: a missing modality's private latent is
         drawn from its prior (`generator` seeds those draws) for a VAE, zeros otherwise.
-        `raw` and `cached`: see `MultimodalEncoder.forward`.
+        `raw`, `cached` and `unimodal_present`: see `MultimodalEncoder.forward`.
         """
-        encoding = self.encoder(inputs, present, raw=raw, cached=cached)
+        encoding = self.encoder(inputs, present, raw=raw, cached=cached, unimodal_present=unimodal_present)
         posterior = encoding.posterior
         draw = self.training if sample is None else sample
         latent = posterior.sample() if posterior is not None and draw else encoding.code
@@ -436,7 +480,8 @@ class MultimodalAutoencoder(nn.Module):
                for name, code in encoding.private.items()}
         private = self.decoder.private_latents(latent, own, encoding.present, generator)
         return AutoencoderOutput(latent, self.decoder(latent, private), encoding.code, posterior,
-                                 private, encoding.private, encoding.private_posteriors)
+                                 private, encoding.private, encoding.private_posteriors,
+                                 encoding.unimodal, encoding.unimodal_present)
 
     @torch.no_grad()
     def generate(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmae.core.errors import ConfigError
@@ -62,9 +63,11 @@ class TermValue:
 
 
 class LossTerm:
-    """Base class of loss terms. `needs_input_grad` terms differentiate through the inputs."""
+    """Base class of loss terms. `needs_input_grad` terms differentiate through the inputs;
+    `needs_unimodal_codes` terms read each modality's own code (`AutoencoderOutput.unimodal`)."""
 
     needs_input_grad = False
+    needs_unimodal_codes = False
 
     def check(self, model: MultimodalAutoencoder) -> None:
         """Raise `ConfigError` if this term cannot apply to `model`."""
@@ -281,6 +284,67 @@ class ContractivePenalty(LossTerm):
         return TermValue(self.lam * frobenius, {"jacobian_frobenius_sq": frobenius})
 
 
+def info_nce(a: Tensor, b: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Symmetric InfoNCE (CLIP) of paired rows: `a[i]` should be nearer (in cosine) to `b[i]`
+    than to any other `b[j]`, and `b[i]` to `a[i]`. Returns the loss, the mean of both
+    directions' cross-entropy in nats, and the share of rows whose partner is their nearest."""
+    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
+    partners = torch.arange(a.shape[0], device=a.device)
+    loss = (F.cross_entropy(logits, partners) + F.cross_entropy(logits.T, partners)) / 2
+    matched = ((logits.argmax(dim=1) == partners).float().mean()
+               + (logits.argmax(dim=0) == partners).float().mean()) / 2
+    return loss, matched.detach()
+
+
+@LOSS_TERMS.register("alignment")
+class Alignment(LossTerm):
+    """`weight * mean_{m<n} InfoNCE(u_m, u_n)`: each modality's own code `u_m` (the shared code
+    of m alone) is pulled towards the code of the same sample's other modalities and away from
+    the other samples' (CLIP-style, cosine similarity over `temperature`).
+
+    Reconstruction spends the code on whatever dominates each modality's variance (colours,
+    voices); only what the modalities share can match a sample's codes across modalities, so
+    this term puts the shared content into the shared code. A pair (m, n) counts the samples
+    that hold both (modality dropout hides a modality from the fusion, not from this term)
+    and is left out below `min_samples` of them; `matched` logs the share of samples whose
+    partner in the batch is their nearest code.
+    """
+
+    needs_unimodal_codes = True
+
+    def __init__(self, weight: float = 1.0, temperature: float = 0.1, min_samples: int = 4):
+        _non_negative("Alignment", weight=weight)
+        if temperature <= 0:
+            raise ConfigError(f"Alignment: temperature must be > 0, got {temperature}")
+        if min_samples < 2:
+            raise ConfigError(f"Alignment: min_samples must be >= 2 (a negative per sample), "
+                              f"got {min_samples}")
+        self.weight, self.temperature, self.min_samples = weight, temperature, min_samples
+
+    def check(self, model: MultimodalAutoencoder) -> None:
+        if len(model.modalities) < 2:
+            raise ConfigError(f"Alignment aligns the codes of different modalities; the model has only "
+                              f"{list(model.modalities)}: remove objective.terms.alignment")
+
+    def __call__(self, step: Step) -> TermValue:
+        codes, present = step.output.unimodal, step.output.unimodal_present
+        losses, matched = [], []
+        names = list(codes)
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                both = present[first] & present[second]
+                if int(both.sum()) < self.min_samples:
+                    continue
+                loss, share = info_nce(codes[first][both], codes[second][both], self.temperature)
+                losses.append(loss)
+                matched.append(share)
+        if not losses:  # zero on the graph, so every DDP rank still runs backward alike
+            zero = step.output.code.sum() * 0.0
+            return TermValue(zero, {"infonce": zero.detach()})
+        infonce = torch.stack(losses).mean()
+        return TermValue(self.weight * infonce, {"infonce": infonce, "matched": torch.stack(matched).mean()})
+
+
 @dataclass
 class LossOutput:
     """The objective's total and every term and part by name, ready for logging."""
@@ -303,6 +367,10 @@ class Objective:
     @property
     def needs_input_grad(self) -> bool:
         return any(term.needs_input_grad for term in self.terms.values())
+
+    @property
+    def needs_unimodal_codes(self) -> bool:
+        return any(term.needs_unimodal_codes for term in self.terms.values())
 
     def check(self, model: MultimodalAutoencoder) -> None:
         for term in self.terms.values():

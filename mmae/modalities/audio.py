@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mmae.core.backbone import Backbone, Pooling, plain, processor_settings
 from mmae.core.errors import ConfigError, DataError
-from mmae.core.modality import Modality, file_cell
+from mmae.core.modality import Modality, file_cell, signed_uniform
 from mmae.core.nn import ConvNet
 from mmae.core.registry import MODALITIES
 
@@ -49,6 +49,38 @@ class LogMel(nn.Module):
 
     def forward(self, waveform: Tensor) -> Tensor:
         return torch.log(self.mel(waveform.float()) + LOG_EPS).unsqueeze(1)
+
+
+#: Augmentation magnitudes at strength 1 (each scales with the strength): a gain of up to
+#: +-GAIN_DB decibels; a time shift of up to SHIFT of the frames; one frequency mask of up to
+#: FREQUENCY_MASK of the bands and one time mask of up to TIME_MASK of the frames (SpecAugment).
+GAIN_DB = 6.0
+SHIFT = 0.1
+FREQUENCY_MASK = 0.15
+TIME_MASK = 0.1
+#: Natural-log power units per decibel: 10 dB is a factor of 10 in power.
+NEPERS_PER_DB = math.log(10.0) / 10.0
+
+
+def _shift_time(x: Tensor, most: int, generator: torch.Generator | None) -> Tensor:
+    """Shift each spectrogram `[B, ..., T]` by up to `most` frames either way; frames shifted in
+    are the sample's minimum (its silence)."""
+    n, frames = x.shape[0], x.shape[-1]
+    shift = torch.randint(-most, most + 1, (n, 1), generator=generator, device=x.device)
+    source = torch.arange(frames, device=x.device) - shift  # [B, T]
+    inside = ((source >= 0) & (source < frames)).view(n, *[1] * (x.dim() - 2), frames)
+    index = source.clamp(0, frames - 1).view(n, *[1] * (x.dim() - 2), frames).expand_as(x)
+    silence = x.flatten(1).amin(dim=1).view(n, *[1] * (x.dim() - 1))
+    return torch.where(inside, x.gather(-1, index), silence)
+
+
+def _band_mask(n: int, size: int, widest: int, generator: torch.Generator | None,
+               device: torch.device) -> Tensor:
+    """`[B, size]`: per sample one band of 0 to `widest` consecutive indices, placed at random."""
+    width = torch.randint(0, widest + 1, (n, 1), generator=generator, device=device)
+    start = (torch.rand(n, 1, generator=generator, device=device) * (size - width + 1)).long()
+    index = torch.arange(size, device=device)
+    return (index >= start) & (index < start + width)
 
 
 def fit_length(waveform: Tensor, num_samples: int) -> Tensor:
@@ -238,6 +270,30 @@ class AudioModality(Modality):
 
     def build_preprocessor(self) -> nn.Module:
         return LogMel(self.sample_rate, self.n_fft, self.hop_length, self.n_mels)
+
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """On the log-mel `[B, 1, n_mels, frames]`: a random gain (a constant in log power),
+        a time shift, then one frequency and one time mask (SpecAugment) set to the band's
+        training mean (the sample's mean without statistics). Loudness, timing and a few
+        bands change; the sound's identity does not. A speech backbone reads the waveform,
+        so its features are left alone."""
+        if strength == 0 or self.encodes_raw:
+            return features
+        n, device = features.shape[0], features.device
+        gain = signed_uniform(n, GAIN_DB * NEPERS_PER_DB * strength, generator, device)
+        x = features + gain.to(features.dtype).view(n, 1, 1, 1)
+        x = _shift_time(x, int(SHIFT * strength * self.frames), generator)
+        bands = _band_mask(n, self.n_mels, int(FREQUENCY_MASK * strength * self.n_mels), generator, device)
+        frames = _band_mask(n, self.frames, int(TIME_MASK * strength * self.frames), generator, device)
+        masked = bands.view(n, 1, -1, 1) | frames.view(n, 1, 1, -1)
+        return torch.where(masked, self._mask_value(x), x)
+
+    def _mask_value(self, x: Tensor) -> Tensor:
+        """What a masked element becomes: its band's training mean, else the sample's mean."""
+        statistics = self.feature_statistics()
+        if statistics is not None:
+            return statistics[0].to(x.device, x.dtype)
+        return x.mean(dim=(1, 2, 3), keepdim=True)
 
     def file_path(self, value: Any, root: Path) -> Path:
         return file_cell(value, root)

@@ -4,6 +4,7 @@ processor's resizing and normalisation in torch; a transposed-CNN decoder of the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from mmae.core.backbone import Backbone, Pooling, plain, processor_settings
 from mmae.core.errors import ConfigError, DataError
-from mmae.core.modality import Modality, file_cell
+from mmae.core.modality import Modality, file_cell, signed_uniform
 from mmae.core.nn import ConvNet
 from mmae.core.registry import MODALITIES
 
@@ -219,6 +220,83 @@ def _translate(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+#: ITU-R 601-2 luma weights: what "grey" means to the colour jitter and the random greyscale.
+LUMA = (0.299, 0.587, 0.114)
+#: Augmentation magnitudes at strength 1 (each scales with the strength): brightness, contrast
+#: and saturation factors in [1 - JITTER, 1 + JITTER]; colours rotated about the grey axis by up
+#: to HUE radians; colour dropped with probability GREYSCALE; a crop of [1 - CROP, 1] of the
+#: area with a log aspect ratio within +-ASPECT; a rotation of up to +-ROTATION radians.
+JITTER = 0.4
+HUE = math.pi / 5
+GREYSCALE = 0.2
+CROP = 0.5
+ASPECT = 0.2
+ROTATION = math.radians(15.0)
+
+
+def _grey_axis_rotation(angle: Tensor) -> Tensor:
+    """Angles `[B]` -> RGB matrices `[B, 3, 3]` rotating colours about the grey axis (1, 1, 1):
+    a hue shift that keeps every pixel's channel mean (Rodrigues' formula)."""
+    a = 3.0 ** -0.5
+    cross = angle.new_tensor([[0.0, -a, a], [a, 0.0, -a], [-a, a, 0.0]])
+    along = angle.new_full((3, 3), 1.0 / 3.0)
+    cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
+    return cos * torch.eye(3, device=angle.device) + sin * cross + (1.0 - cos) * along
+
+
+def _colour_matrices(n: int, channels: int, strength: float, generator: torch.Generator | None,
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-sample linear colour maps `[B, C, C]` (brightness, then for RGB saturation, hue and
+    random greyscale) and contrast factors `[B]`: jitter as one matrix product per image."""
+    luma = torch.tensor(LUMA if channels == 3 else (1.0,), device=device)
+    matrix = (1.0 + signed_uniform(n, JITTER * strength, generator, device)).view(-1, 1, 1) \
+        * torch.eye(channels, device=device)
+    contrast = 1.0 + signed_uniform(n, JITTER * strength, generator, device)
+    if channels != 3:
+        return matrix, contrast
+    to_grey = torch.ones(3, 1, device=device) * luma  # every channel <- the pixel's luma
+    saturation = (1.0 + signed_uniform(n, JITTER * strength, generator, device)).view(-1, 1, 1)
+    desaturate = saturation * torch.eye(3, device=device) + (1.0 - saturation) * to_grey
+    hue = _grey_axis_rotation(signed_uniform(n, HUE * strength, generator, device))
+    grey = (torch.rand(n, generator=generator, device=device) < GREYSCALE * strength).view(-1, 1, 1)
+    drop = torch.where(grey, to_grey, torch.eye(3, device=device))
+    return drop @ hue @ desaturate @ matrix, contrast
+
+
+def _jitter_colours(images: Tensor, matrix: Tensor, contrast: Tensor) -> Tensor:
+    """`contrast * (matrix @ pixel) + (1 - contrast) * mean grey`, one batched matrix product:
+    the contrast scales each image about the mean luma of its colour-mapped self."""
+    n, channels = images.shape[:2]
+    luma = images.new_tensor(LUMA if channels == 3 else (1.0,)).view(1, 1, -1)
+    matrix, contrast = matrix.to(images.dtype), contrast.to(images.dtype).view(-1, 1, 1)
+    mean_grey = luma @ matrix @ images.mean(dim=(2, 3)).unsqueeze(-1)  # [B, 1, 1]
+    offset = ((1.0 - contrast) * mean_grey).expand(n, channels, 1)
+    return torch.baddbmm(offset, contrast * matrix, images.flatten(2)).view_as(images)
+
+
+def _crop_and_rotation(n: int, height: int, width: int, strength: float,
+                       generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Per-sample `affine_grid` matrices `[B, 2, 3]`: a random resized crop (area, aspect and
+    place) turned by a small angle, the angle taken in pixels so non-square images turn rigidly."""
+    area = 1.0 - CROP * strength * torch.rand(n, generator=generator, device=device)
+    aspect = signed_uniform(n, ASPECT * strength, generator, device).exp()
+    sx, sy = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    tx = signed_uniform(n, 1.0, generator, device) * (1.0 - sx)
+    ty = signed_uniform(n, 1.0, generator, device) * (1.0 - sy)
+    angle = signed_uniform(n, ROTATION * strength, generator, device)
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos * sx, -sin * sy * height / width, tx], dim=1),
+                        torch.stack([sin * sx * width / height, cos * sy, ty], dim=1)], dim=1)
+
+
+def _clamp_to_range(images: Tensor, original: Tensor) -> Tensor:
+    """Clamp each image to [0, 1], widened to its original range where that is wider (the
+    synthetic views are not bounded): augmenting never leaves the values an image had."""
+    low = original.amin(dim=(1, 2, 3), keepdim=True).clamp(max=0.0)
+    high = original.amax(dim=(1, 2, 3), keepdim=True).clamp(min=1.0)
+    return torch.clamp(images, low, high)
+
+
 @MODALITIES.register("image")
 class ImageModality(Modality):
     """Images `[C, H, W]` with values in [0, 1]: each Pillow mode read by its own range (8-bit
@@ -308,6 +386,22 @@ class ImageModality(Modality):
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return self.net.decoder(hidden_dim)
+
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """Colour jitter (brightness, contrast; for RGB also saturation, a hue rotation and
+        random greyscale), then a random resized crop turned by a small angle, sampled once
+        with border padding; clamped to the pixel range. What an image shows survives; its
+        colours, framing and tilt change."""
+        if strength == 0:
+            return features
+        n, channels, height, width = features.shape
+        device = features.device
+        matrix, contrast = _colour_matrices(n, channels, strength, generator, device)
+        theta = _crop_and_rotation(n, height, width, strength, generator, device).to(features.dtype)
+        jittered = _jitter_colours(features, matrix, contrast)
+        grid = F.affine_grid(theta, list(features.shape), align_corners=False)
+        moved = F.grid_sample(jittered, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return _clamp_to_range(moved, features)
 
     def file_path(self, value: Any, root: Path) -> Path:
         return file_cell(value, root)

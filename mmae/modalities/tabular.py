@@ -19,6 +19,23 @@ from mmae.core.nn import mlp
 from mmae.core.registry import MODALITIES
 
 FLOAT32_MAX = 3.4028234663852886e38
+#: Augmentation at strength 1 (scaled by the strength): Gaussian jitter of this standard
+#: deviation on the numeric columns (standardised units), and this share of the category cells
+#: switched to another of the column's categories.
+JITTER = 0.1
+SWITCH_SHARE = 0.1
+
+
+def _switch_categories(codes: Tensor, sizes: Tensor, share: float,
+                       generator: torch.Generator | None) -> Tensor:
+    """Category indices `[B, K]` (floats) with about `share` of the cells moved to another of
+    the `sizes [K]` known categories, uniformly (an unseen category's cell to a known one);
+    columns of fewer than two categories stay as they are."""
+    shape, device = codes.shape, codes.device
+    hit = (torch.rand(shape, generator=generator, device=device) < share) & (sizes >= 2)
+    step = 1 + (torch.rand(shape, generator=generator, device=device) * (sizes - 1).clamp_min(0)).floor()
+    switched = torch.remainder(codes + step.to(codes.dtype), sizes.clamp_min(1).to(codes.dtype))
+    return torch.where(hit, switched, codes)
 
 
 class Standardize(nn.Module):
@@ -159,6 +176,21 @@ class TabularModality(Modality):
         mask = torch.zeros(features.shape[-1], dtype=torch.bool, device=features.device)
         mask[: len(self.numeric)] = True
         return mask
+
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """Gaussian jitter of the numeric columns (the features are standardised already) and a
+        few category cells switched to another category: a row's measurements move a little,
+        and an odd categorical value does not change what the row is."""
+        if strength == 0:
+            return features
+        noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+        jittered = torch.where(self.noise_mask(features), features + JITTER * strength * noise, features)
+        if not self.categorical:
+            return jittered
+        n = len(self.numeric)
+        sizes = torch.tensor([len(self.categories[c]) for c in self.categorical], device=features.device)
+        codes = _switch_categories(jittered[:, n:], sizes, SWITCH_SHARE * strength, generator)
+        return torch.cat([jittered[:, :n], codes], dim=1)
 
     def _split(self, reconstruction: Tensor) -> tuple[Tensor, list[Tensor]]:
         n = len(self.numeric)

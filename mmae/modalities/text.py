@@ -34,6 +34,10 @@ class ByteTokenizer:
     pad_token_id = 0
     unk_token_id = None
     vocab_size = 257
+    #: What augmentation masks a token with: byte 0xFF, which UTF-8 never holds (it decodes as
+    #: U+FFFD), so it means "some unknown byte" and is never a text's own token.
+    mask_token_id = 256
+    special_ids = (0,)
 
     @staticmethod
     def _bytes(text: str) -> bytes:
@@ -64,6 +68,8 @@ class CharTokenizer:
 
     pad_token_id = 0
     unk_token_id = 1
+    mask_token_id = 1  # augmentation masks a character as the unknown character
+    special_ids = (0,)
 
     def __init__(self):
         self.alphabet = string.printable[:95]
@@ -93,6 +99,10 @@ class PretrainedTokenizer:
         self.pad_token_id = self.tokenizer.pad_token_id
         self.unk_token_id = self.tokenizer.unk_token_id
         self.vocab_size = len(self.tokenizer)
+        # Augmentation masks with the mask token, else the unknown one (None: no masking).
+        mask = self.tokenizer.mask_token_id
+        self.mask_token_id = mask if mask is not None else self.unk_token_id
+        self.special_ids = tuple(sorted({self.pad_token_id, *self.tokenizer.all_special_ids}))
 
     def encode(self, text: str, max_length: int) -> list[int]:
         return self.tokenizer(text, max_length=max_length, truncation=True, padding="max_length")["input_ids"]
@@ -116,6 +126,23 @@ SURVEY_TEXTS = 10_000
 def build_tokenizer(name: str) -> ByteTokenizer | CharTokenizer | PretrainedTokenizer:
     builtin = BUILTIN_TOKENIZERS.get(name)
     return builtin() if builtin is not None else PretrainedTokenizer(name)
+
+
+#: Shares of a text's tokens that augmentation changes at strength 1 (each scales with it):
+#: replaced by the tokenizer's mask id, and dropped (the rest close up, padding at the end).
+MASK_SHARE = 0.15
+DROP_SHARE = 0.1
+
+
+def _drop_tokens(ids: Tensor, drop: Tensor, pad_token_id: int) -> Tensor:
+    """Remove the `drop` tokens of each row and close up the rest, padding at the end: one
+    sort of the kept positions, then a gather."""
+    length = ids.shape[1]
+    position = torch.arange(length, device=ids.device)
+    keep = (ids != pad_token_id) & ~drop
+    order = torch.where(keep, position, position + length).argsort(dim=1)
+    closed = ids.gather(1, order)
+    return closed.masked_fill(position >= keep.sum(dim=1, keepdim=True), pad_token_id)
 
 
 class TokenInputs(nn.Module):
@@ -202,6 +229,25 @@ class TextModality(Modality):
 
     def build_decoder(self, hidden_dim: int) -> nn.Module:
         return TextDecoder(hidden_dim, self.max_length, self.vocab_size, self.decoder_width)
+
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """Token dropping, then token masking, of the text's own tokens (never padding or a
+        pretrained tokenizer's special tokens): a sentence with a few words gone or unreadable
+        still says the same. The mask id is `ByteTokenizer.mask_token_id` (a byte UTF-8 never
+        holds), the unknown character for "ascii", else the tokenizer's mask token or, failing
+        that, its unknown token; a tokenizer with neither only drops."""
+        if strength == 0:
+            return features
+        shape, device = features.shape, features.device
+        special = torch.tensor(self.tokenizer.special_ids, device=device)
+        drop = ~torch.isin(features, special) & (torch.rand(shape, generator=generator, device=device)
+                                                 < DROP_SHARE * strength)
+        ids = _drop_tokens(features, drop, self.tokenizer.pad_token_id)
+        if self.tokenizer.mask_token_id is None:
+            return ids
+        masked = ~torch.isin(ids, special) & (torch.rand(shape, generator=generator, device=device)
+                                              < MASK_SHARE * strength)
+        return ids.masked_fill(masked, self.tokenizer.mask_token_id)
 
     def encode_text(self, text: str) -> Tensor:
         return torch.tensor(self.tokenizer.encode(text, self.max_length), dtype=torch.long)

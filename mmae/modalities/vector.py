@@ -20,6 +20,8 @@ from mmae.core.nn import mlp
 from mmae.core.registry import MODALITIES
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Augmentation at strength 1: Gaussian jitter of this standard deviation in standardised units.
+JITTER = 0.1
 
 
 @MODALITIES.register("vector")
@@ -79,6 +81,16 @@ class VectorModality(Modality):
         if np.abs(array).max() > FLOAT32_MAX:  # would become inf as float32
             raise DataError(f"contains values beyond float32's range (|x| > {FLOAT32_MAX:.3g})")
         return torch.from_numpy(array.astype(np.float32))
+
+    def augment(self, features: Tensor, strength: float, generator: torch.Generator | None) -> Tensor:
+        """Gaussian jitter of `JITTER * strength` training standard deviations per element (in
+        the vector's own units without statistics): nearby vectors mean the same."""
+        if strength == 0:
+            return features
+        statistics = self.feature_statistics()
+        scale = 1.0 if statistics is None else statistics[1].to(features.device, features.dtype)
+        noise = torch.randn(features.shape, generator=generator, device=features.device, dtype=features.dtype)
+        return features + JITTER * strength * scale * noise
 
     def build_encoder(self, embed_dim: int) -> nn.Module:
         return mlp([self.shape[0], *self.hidden, embed_dim])

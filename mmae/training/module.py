@@ -92,7 +92,10 @@ class AutoencoderModule(pl.LightningModule):
                               if train else (inputs, present))
         if train and self.objective.needs_input_grad:
             seen = {n: x.detach().requires_grad_(torch.is_floating_point(x)) for n, x in seen.items()}
-        output = self.model(seen, seen_present, raw=raw, cached=cached)
+        # Each modality's own code where an alignment term asks for it: wherever the clean batch
+        # holds the modality, including where dropout hid it from the fusion.
+        unimodal = present if self.objective.needs_unimodal_codes else None
+        output = self.model(seen, seen_present, raw=raw, cached=cached, unimodal_present=unimodal)
         step = Step(self.model.modalities, output, inputs, present, inputs=seen,
                     global_step=self.global_step if train else None,
                     likelihoods=self.model.decoder.likelihoods, raw=raw, cached=cached)
