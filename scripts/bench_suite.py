@@ -80,9 +80,15 @@ class Run:
         return shlex.join(["mmae-train", *self.args])
 
 
-def train(run: Run, threads: int | None = None) -> Run:
+def train(run: Run, threads: int | None = None, reuse: bool = False) -> Run:
     """`python -m mmae.train` for `run`, timed; its logs beside its folder. `threads` caps
-    torch's threads (runs side by side, one thread each, do not stall one another)."""
+    torch's threads (runs side by side, one thread each, do not stall one another); `reuse`
+    takes a finished run of the same folder as it is (its seconds as they were measured)."""
+    seconds = run.folder.with_suffix(".seconds")
+    if reuse and seconds.exists() and (run.folder / "metrics.json").exists():
+        run.seconds = float(seconds.read_text())
+        print(f"[{run.name}] reused ({run.seconds:.0f} s when trained)", flush=True)
+        return run
     if run.folder.exists():
         raise SuiteError(f"{run.folder} exists: choose a fresh --runs directory")
     run.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +103,7 @@ def train(run: Run, threads: int | None = None) -> Run:
     if result.returncode != 0:
         tail = "\n".join(err.read_text(errors="replace").splitlines()[-30:])
         raise SuiteError(f"run '{run.name}' failed (exit {result.returncode}):\n  {run.command}\n{tail}")
+    seconds.write_text(f"{run.seconds:.3f}")
     print(f"[{run.name}] {run.seconds:.0f} s", flush=True)
     return run
 
@@ -210,6 +217,8 @@ def classifier(components: int | None = None, seed: int = 0):
 
 
 def probe(train_x, train_y, test_x, test_y, components: int | None = None) -> float:
+    if components is not None:  # (a table may have fewer columns than the code has units)
+        components = min(components, *train_x.shape)
     return float(classifier(components).fit(train_x, train_y).score(test_x, test_y))
 
 
@@ -479,6 +488,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
     parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs for every mmae run")
     parser.add_argument("--limit", type=int, default=None, help="build a stratified subset (smoke runs)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take the finished runs already in --runs as they are (to evaluate again)")
     parser.add_argument("--no-default", action="store_true",
                         help="train the variants only (the first one's preprocessing serves the baselines)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -514,10 +525,10 @@ def bench_dataset(spec: DatasetSpec, args: argparse.Namespace, root: Path) -> tu
     every = [*(r for runs in groups.values() for r in runs), *separate.values()]
     if args.jobs == 1:
         for run in every:
-            train(run)
+            train(run, reuse=args.reuse)
     else:  # one thread each: their train seconds are single-threaded ones
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda run: train(run, threads=1), every))
+            list(pool.map(lambda run: train(run, threads=1, reuse=args.reuse), every))
 
     first = next(iter(groups.values()))[0]  # its preprocessing serves the baselines
     reference = mmae.load_checkpoint_model(first.folder / "checkpoints" / "best.ckpt")
