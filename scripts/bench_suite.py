@@ -193,14 +193,18 @@ class View:
         return (self._dense(x) - self.mean) / self.std
 
 
+def filled(view: View, feats: torch.Tensor, present: torch.Tensor) -> np.ndarray:
+    """A modality's standardised view, a missing row at 0 (its training mean)."""
+    return np.where(present.numpy()[:, None], view(feats), 0.0).astype(np.float32)
+
+
 def stacked(views: dict[str, View], feats: dict[str, torch.Tensor], split: Split) -> np.ndarray:
-    """Every modality's view side by side, a missing one at 0 (its training mean) with a flag."""
+    """Every modality's view side by side, a missing one at 0 with a flag."""
     blocks = []
     for name, view in views.items():
-        mask = split.present[name].numpy()
-        block = np.where(mask[:, None], view(feats[name]), 0.0)
-        blocks += [block, mask[:, None].astype(np.float32)]
-    return np.hstack(blocks).astype(np.float32)
+        blocks += [filled(view, feats[name], split.present[name]),
+                   split.present[name].numpy()[:, None].astype(np.float32)]
+    return np.hstack(blocks)
 
 
 # ------------------------------------------------------------------------------- probes
@@ -282,10 +286,9 @@ def evaluate_mmae(run: Run, ctx: Context, judges: Judges) -> dict:
     def encode(split: Split, rows: torch.Tensor, names: list[str]) -> np.ndarray:
         raw = {n: split.raw[n][rows] for n in names}
         present = {n: split.present[n][rows] for n in names}
-        parts = batched(lambda batch: encoder({n: batch[n] for n in names},
-                                              present={n: batch[f"@{n}"] for n in names}).numpy(),
-                        {**raw, **{f"@{n}": present[n] for n in names}})
-        return np.concatenate(parts)
+        return np.concatenate([encoder({n: x[i:i + BATCH] for n, x in raw.items()},
+                                       present={n: m[i:i + BATCH] for n, m in present.items()}).numpy()
+                               for i in range(0, int(rows.sum()), BATCH)])
 
     result = probe_columns(encode, ctx.train, ctx.test, ctx.names)
     for target, source in ctx.pairs():
@@ -300,10 +303,9 @@ def evaluate_mmae(run: Run, ctx: Context, judges: Judges) -> dict:
 def evaluate_inputs(ctx: Context, views: dict[str, View], judges: Judges, k: int) -> tuple[dict, dict, dict]:
     """The raw-input probe, the PCA-k probe and the judges' accuracy on the real test rows."""
     train, test = ctx.train, ctx.test
-    raw = {"all": probe(stacked(views, ctx.feats["train"], train), train.labels,
-                        stacked(views, ctx.feats["test"], test), test.labels)}
-    reduced = {"all": probe(stacked(views, ctx.feats["train"], train), train.labels,
-                            stacked(views, ctx.feats["test"], test), test.labels, components=k)}
+    seen, unseen = stacked(views, ctx.feats["train"], train), stacked(views, ctx.feats["test"], test)
+    raw = {"all": probe(seen, train.labels, unseen, test.labels)}
+    reduced = {"all": probe(seen, train.labels, unseen, test.labels, components=k)}
     for name, view in views.items():
         seen, unseen = train.rows(name).numpy(), test.rows(name).numpy()
         raw[name] = judges.accuracy(name, ctx.feats["test"][name][unseen], test.labels[unseen])
@@ -363,9 +365,8 @@ def evaluate_contrastive(ctx: Context, views: dict[str, View], latent_dim: int, 
     from mmae.core.objectives import info_nce
 
     torch.manual_seed(seed)
-    dense = {split: {n: torch.from_numpy(np.where(getattr(ctx, split).present[n].numpy()[:, None],
-                                                  views[n](ctx.feats[split][n]), 0.0).astype(np.float32))
-                     for n in ctx.names} for split in ("train", "test")}
+    dense = {split: {n: torch.from_numpy(filled(views[n], ctx.feats[split][n], part.present[n]))
+                     for n in ctx.names} for split, part in (("train", ctx.train), ("test", ctx.test))}
     nets = nn.ModuleDict({n: _mlp(dense["train"][n].shape[1], 256, latent_dim) for n in ctx.names})
     optimizer = torch.optim.Adam(nets.parameters(), lr=1e-3, weight_decay=1e-4)
     present = ctx.train.present
