@@ -63,14 +63,21 @@ import mmae
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-from realdata import EspeakMissing, build_spoken_digits  # noqa: E402  (a sibling script)
+from peer_mlp import train_peer  # noqa: E402  (sibling scripts)
+from realdata import EspeakMissing, build_spoken_digits  # noqa: E402
+from time_to_accuracy import FRACTION, time_to_fraction, training_history  # noqa: E402
 
 DEFAULT_DATA = Path("outputs/realdata/spoken_digits")
 DEFAULT_VARIANTS = ("fusion=concat", "model=vae fusion=poe")
 BOTH = ("image", "audio")
 BATCH = 256
 COLUMNS = ("probe_all", "image_only", "audio_only", "image_from_audio", "audio_from_image")
-HEADERS = ("probe all", "image only", "audio only", "image from audio", "audio from image", "train s")
+HEADERS = ("probe all", "image only", "audio only", "image from audio", "audio from image", "train s",
+           "t95 s")
+#: The probe columns and the modalities each one encodes.
+PROBES = (("probe_all", BOTH), ("image_only", ("image",)), ("audio_only", ("audio",)))
+PAIRS = (("image", "audio"), ("audio", "image"))  # (target, source) of the coherence columns
+
 
 
 class BenchError(RuntimeError):
@@ -105,10 +112,11 @@ def modality_args(modalities: tuple[str, ...]) -> list[str]:
 def train_args(manifest: Path, modalities: tuple[str, ...], folder: Path, extra: list[str],
                shards: Path | None = None) -> list[str]:
     """The README's manifest command (or, given `shards`, its `data=stream` form): the data, the
-    modalities, the image size, the output directory, no logger; then `extra`."""
+    modalities, the image size, the output directory (the default CSV log gives the time-to-
+    accuracy its history); then `extra`."""
     data = (["data=manifest", f"data.path={manifest}"] if shards is None
             else ["data=stream", f"data.path={shards}"])
-    return [*data, *modality_args(modalities), f"paths.output_dir={folder}", "logger=none", *extra]
+    return [*data, *modality_args(modalities), f"paths.output_dir={folder}", *extra]
 
 
 def write_shards(manifest: Path, output: Path) -> float:
@@ -166,9 +174,9 @@ class Split:
         return {name: getattr(self, name) for name in names}
 
 
-def load_splits(manifest: Path) -> dict[str, Split]:
-    """Both splits read straight from the files (Pillow, soundfile), independent of how mmae
-    itself reads a manifest, so the probes see exactly the split the manifest declares."""
+def load_splits(manifest: Path, names: tuple[str, ...] = ("train", "test")) -> dict[str, Split]:
+    """The splits `names` read straight from the files (Pillow, soundfile), independent of how
+    mmae itself reads a manifest, so the probes see exactly the split the manifest declares."""
     import soundfile
     from PIL import Image
 
@@ -177,7 +185,7 @@ def load_splits(manifest: Path) -> dict[str, Split]:
         for row in csv.DictReader(handle):
             rows.setdefault(row["split"], []).append(row)
     splits = {}
-    for name in ("train", "test"):
+    for name in names:
         images, waves = [], []
         for row in rows[name]:
             with Image.open(manifest.parent / row["image"]) as image:
@@ -256,17 +264,32 @@ def evaluate_joint(run: Run, data: dict[str, Split], judges: dict[str, RealFeatu
     encoder = mmae.load_encoder(run.folder / "encoder")
     model = mmae.load_checkpoint_model(run.folder / "checkpoints" / "best.ckpt")
     train, test = data["train"], data["test"]
-    result = {}
-    for column, names in (("probe_all", ("image", "audio")), ("image_only", ("image",)),
-                          ("audio_only", ("audio",))):
-        result[column] = probe(codes(encoder, train, *names), train.labels,
-                               codes(encoder, test, *names), test.labels)
-    for target, source in (("image", "audio"), ("audio", "image")):
+    result = {column: probe(codes(encoder, train, *names), train.labels, codes(encoder, test, *names),
+                            test.labels) for column, names in PROBES}
+    for target, source in PAIRS:
         imputed = np.concatenate(batched(lambda raw, t=target: flat(mmae.impute(model, raw)[t]),
                                          test.raw(source)))
         result[f"{target}_from_{source}"] = judges[target].accuracy(
             features(model, train, target), imputed, test.labels)
-    return {**result, "train_s": run.seconds, "latent_dim": encoder.latent_dim}
+    t95 = time_to_fraction(training_history(run.folder), FRACTION)
+    return {**result, "train_s": run.seconds, "t95_s": t95, "latent_dim": encoder.latent_dim}
+
+
+def evaluate_peer(manifest: Path, data: dict[str, Split], seed: int) -> dict:
+    """The peer MLP autoencoder (scripts/peer_mlp.py), timed from reading its training files;
+    its coherence judges are fitted on its own features of the real training data."""
+    peer = train_peer(lambda: load_splits(manifest, ("train",))["train"].raw(*BOTH), seed=seed)
+    train, test = data["train"], data["test"]
+    result = {column: probe(flat(peer.encode(train.raw(*names))), train.labels,
+                            flat(peer.encode(test.raw(*names))), test.labels) for column, names in PROBES}
+    judges = RealFeatureClassifiers(train.labels)
+    for target, source in PAIRS:
+        real = flat(peer.features(train.raw(target))[target])
+        result[f"{target}_from_{source}"] = judges.accuracy(real, flat(peer.impute(target, test.raw(source))),
+                                                            test.labels)
+        result[f"judge_{target}"] = judges.accuracy(real, flat(peer.features(test.raw(target))[target]),
+                                                    test.labels)
+    return {**result, "train_s": peer.seconds, "t95_s": time_to_fraction(peer.history, FRACTION)}
 
 
 def evaluate_separate(runs: dict[str, Run], data: dict[str, Split],
@@ -369,7 +392,7 @@ def table(rows: dict[str, dict]) -> str:
     lines = ["| method | " + " | ".join(HEADERS) + " |", "|---|" + "---:|" * len(HEADERS)]
     for row in rows.values():
         cells = [f"{100 * row[c]:.1f}" if row.get(c) is not None else "-" for c in COLUMNS]
-        cells.append(f"{row['train_s']:.0f}" if row.get("train_s") is not None else "-")
+        cells += [f"{row[key]:.0f}" if row.get(key) is not None else "-" for key in ("train_s", "t95_s")]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -393,6 +416,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "mmae's own default seed)")
     parser.add_argument("--stream", action="store_true",
                         help="also train the default from LitData shards (mmae-shard, data=stream)")
+    parser.add_argument("--no-peer", dest="peer", action="store_false",
+                        help="leave out the peer MLP autoencoder (scripts/peer_mlp.py)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return parser.parse_args(argv)
 
@@ -417,7 +442,7 @@ def plan_runs(args: argparse.Namespace, manifest: Path,
 
 
 def evaluate_all(joint: list[Run], separate: dict[str, Run], data: dict[str, Split],
-                 seed: int, stream: Run | None = None) -> tuple[dict, dict]:
+                 seed: int, stream: Run | None = None, peer: dict | None = None) -> tuple[dict, dict]:
     """Every row of the table (keyed by a stable id, `method` its label) and each joint run's numbers."""
     judges = {name: RealFeatureClassifiers(data["train"].labels) for name in BOTH}
     results = {run.name: evaluate_joint(run, data, judges) for run in [*joint, *([stream] if stream else [])]}
@@ -435,6 +460,8 @@ def evaluate_all(joint: list[Run], separate: dict[str, Run], data: dict[str, Spl
     rows["raw_input_probe"] = {"method": "raw-input probe", **raw}
     rows["pca_probe"] = {"method": f"PCA-{latent_dim} probe", **reduced}
     rows["per_modality_aes"] = {"method": "per-modality AEs", **evaluate_separate(separate, data, judges)}
+    if peer is not None:
+        rows["peer_mlp"] = {"method": "peer MLP AE ([256, 128], batch 64, 100 epochs)", **peer}
     return rows, results
 
 
@@ -452,7 +479,8 @@ def bench(args: argparse.Namespace) -> dict:
         train(run)
     plain_s = plain_loop_seconds(joint[0])
     data = load_splits(manifest)
-    rows, results = evaluate_all(joint, separate, data, data_seed, stream)
+    peer = evaluate_peer(manifest, data, data_seed) if args.peer else None
+    rows, results = evaluate_all(joint, separate, data, data_seed, stream, peer)
     runs = {run.name: {"command": run.command, "seconds": run.seconds, "folder": str(run.folder),
                        **results.get(run.name, {})} for run in every}
     return {"rows": rows, "runs": runs, "shard_s": shard_s,
@@ -464,6 +492,10 @@ def bench(args: argparse.Namespace) -> dict:
                                           for run in joint[1:]}}
 
 
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} s"
+
+
 def report(outcome: dict, argv: list[str]) -> str:
     dataset = outcome["dataset"]
     lines = [f"spoken digits: {dataset['train']} train / {dataset['test']} test pairs, test voices unseen "
@@ -471,6 +503,16 @@ def report(outcome: dict, argv: list[str]) -> str:
              "per-modality AEs: 'probe all' is both codes side by side; cross-modal columns map one latent "
              "space to the other (ridge on training codes) and decode with the target's autoencoder", ""]
     overhead = outcome["overhead"]
+    peer = outcome["rows"].get("peer_mlp")
+    if peer is not None:
+        default = outcome["rows"]["mmae_default"]
+        ratio = default["train_s"] / peer["train_s"]
+        lines += [f"time: whole `mmae-train` (default) {default['train_s']:.0f} s, the peer MLP AE's whole "
+                  f"(files, features, training) {peer['train_s']:.0f} s: {ratio:.2f}x; "
+                  f"t95 (training seconds until the validation loss made {FRACTION:.0%} of its drop) "
+                  f"{_seconds(default['t95_s'])} against {_seconds(peer['t95_s'])}. The peer's coherence "
+                  f"judges (on its own 40x32 log-mel) score {100 * peer['judge_image']:.1f}% / "
+                  f"{100 * peer['judge_audio']:.1f}% on real test images / audio", ""]
     lines += [f"whole `mmae-train` (default) {overhead['mmae_train_s']:.0f} s against a plain PyTorch loop "
               f"over pre-decoded tensors, same model and epochs, {overhead['plain_loop_s']:.0f} s: "
               f"{overhead['ratio']:.2f}x", ""]

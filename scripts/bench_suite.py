@@ -53,7 +53,8 @@ from mmae.data.manifest import ManifestDataset
 
 SCRIPTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(SCRIPTS))
-from realdata_suite import SUITE, DatasetSpec  # noqa: E402  (a sibling script)
+from realdata_suite import SUITE, DatasetSpec  # noqa: E402  (sibling scripts)
+from time_to_accuracy import FRACTION, time_to_fraction, training_history  # noqa: E402
 
 DEFAULT_SEEDS = (42, 1, 2)
 BASELINES = ("raw", "pca", "aes", "contrastive", "supervised")
@@ -252,6 +253,13 @@ class Judges:
         return float(self.fitted[name].score(self.views[name](feats), labels))
 
 
+def preprocessing(model: mmae.MultimodalAutoencoder) -> str:
+    """What decides a model's features (e.g. the log-mel resolution): runs that agree share judges."""
+    settings = {n: [type(m).__name__, list(m.shape), {k: str(getattr(m, k, None)) for k in m.feature_keys}]
+                for n, m in model.modalities.items()}
+    return json.dumps(settings, sort_keys=True)
+
+
 # ---------------------------------------------------------------------------- evaluations
 
 
@@ -265,6 +273,28 @@ class Context:
     train: Split
     test: Split
     feats: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # split -> name -> features
+    judges: dict[str, Judges] = field(default_factory=dict)  # by preprocessing()
+
+    def judges_of(self, model: mmae.MultimodalAutoencoder) -> Judges:
+        """The judges in `model`'s feature space, fitted on its features of the real training rows
+        the first time a preprocessing is met (the reference's are fitted by `bench_dataset`)."""
+        key = preprocessing(model)
+        if key not in self.judges:
+            feats = {n: features(model, self.train, n) for n in self.names}
+            views = {n: View(model.modalities[n]).fit(feats[n][self.train.rows(n)]) for n in self.names}
+            self.judges[key] = Judges(views, feats, self.train)
+        return self.judges[key]
+
+    def judged_on_real(self, model: mmae.MultimodalAutoencoder) -> dict[str, float]:
+        """Per coherence column, `model`'s judge of the target on the real test rows."""
+        judges, real = self.judges_of(model), {}
+        for target, source in self.pairs():
+            rows = self.test.rows(target, source)
+            feats = torch.cat(batched(lambda raw, t=target: model.encoder.preprocess(raw)[t],
+                                      {target: self.test.raw[target][rows]}))
+            labels = self.test.labels[rows.numpy()]
+            real[coherence_key(target, source)] = judges.accuracy(target, feats, labels)
+        return real
 
     @property
     def names(self) -> list[str]:
@@ -279,9 +309,10 @@ def coherence_key(target: str, source: str) -> str:
     return f"{target}<-{source}"
 
 
-def evaluate_mmae(run: Run, ctx: Context, judges: Judges) -> dict:
+def evaluate_mmae(run: Run, ctx: Context) -> dict:
     encoder = mmae.load_encoder(run.folder / "encoder")
     model = mmae.load_checkpoint_model(run.folder / "checkpoints" / "best.ckpt")
+    judges = ctx.judges_of(model)
 
     def encode(split: Split, rows: torch.Tensor, names: list[str]) -> np.ndarray:
         raw = {n: split.raw[n][rows] for n in names}
@@ -297,7 +328,9 @@ def evaluate_mmae(run: Run, ctx: Context, judges: Judges) -> dict:
                                     {source: ctx.test.raw[source][rows]}))
         result[coherence_key(target, source)] = judges.accuracy(target, imputed,
                                                                 ctx.test.labels[rows.numpy()])
-    return {**result, "train_s": run.seconds, "parameters": sum(p.numel() for p in model.parameters())}
+    t95 = time_to_fraction(training_history(run.folder), FRACTION)
+    parameters = sum(p.numel() for p in model.parameters())
+    return {**result, "train_s": run.seconds, "t95_s": t95, "parameters": parameters}
 
 
 def evaluate_inputs(ctx: Context, views: dict[str, View], judges: Judges, k: int) -> tuple[dict, dict, dict]:
@@ -311,12 +344,7 @@ def evaluate_inputs(ctx: Context, views: dict[str, View], judges: Judges, k: int
         raw[name] = judges.accuracy(name, ctx.feats["test"][name][unseen], test.labels[unseen])
         reduced[name] = probe(view(ctx.feats["train"][name][seen]), train.labels[seen],
                               view(ctx.feats["test"][name][unseen]), test.labels[unseen], components=k)
-    real = {}
-    for target, source in ctx.pairs():
-        rows = test.rows(target, source).numpy()
-        real[coherence_key(target, source)] = judges.accuracy(target, ctx.feats["test"][target][rows],
-                                                              test.labels[rows])
-    return raw, reduced, real
+    return raw, reduced, ctx.judged_on_real(ctx.reference)
 
 
 def evaluate_separate(runs: dict[str, Run], ctx: Context, judges: Judges) -> dict:
@@ -456,8 +484,8 @@ def columns(ctx: Context) -> list[tuple[str, str]]:
 
 def table(ctx: Context, rows: dict[str, dict]) -> str:
     cols = columns(ctx)
-    lines = ["| method | " + " | ".join(h for _, h in cols) + " | train s | parameters |",
-             "|---|" + "---:|" * (len(cols) + 2)]
+    lines = ["| method | " + " | ".join(h for _, h in cols) + " | train s | t95 s | parameters |",
+             "|---|" + "---:|" * (len(cols) + 3)]
     for label, row in rows.items():
         spread = row.get("spread", {})
         cells = []
@@ -467,7 +495,7 @@ def table(ctx: Context, rows: dict[str, dict]) -> str:
             if value is not None and key in spread:
                 cell += f" ± {100 * spread[key]:.1f}"
             cells.append(cell)
-        seconds = f"{row['train_s']:.0f}" if row.get("train_s") is not None else "-"
+        seconds = " | ".join(f"{row[k]:.0f}" if row.get(k) is not None else "-" for k in ("train_s", "t95_s"))
         parameters = f"{row['parameters'] / 1e6:.2f} M" if row.get("parameters") else "-"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {seconds} | {parameters} |")
     return "\n".join(lines)
@@ -514,7 +542,7 @@ def bench_dataset(spec: DatasetSpec, args: argparse.Namespace, root: Path) -> tu
     def make(name: str, overrides: list[str]) -> Run:
         folder = root / spec.name / name
         return Run(name, ["data=manifest", f"data.path={manifest}", *overrides, f"paths.output_dir={folder}",
-                          "logger=none", *extra], folder)
+                          *extra], folder)
 
     groups = {} if args.no_default else {
         "mmae default": [make(f"default-s{s}", [*spec.train_overrides, f"seed={s}"]) for s in args.seeds]}
@@ -539,9 +567,14 @@ def bench_dataset(spec: DatasetSpec, args: argparse.Namespace, root: Path) -> tu
                  for split in ("train", "test")}
     views = {n: View(reference.modalities[n]).fit(ctx.feats["train"][n][ctx.train.rows(n)])
              for n in ctx.names}
-    judges = Judges(views, ctx.feats["train"], ctx.train)
-    rows = {label: summarise([evaluate_mmae(run, ctx, judges) for run in runs])
-            for label, runs in groups.items()}
+    judges = ctx.judges[preprocessing(reference)] = Judges(views, ctx.feats["train"], ctx.train)
+    rows = {label: summarise([evaluate_mmae(run, ctx) for run in runs]) for label, runs in groups.items()}
+    # Rows whose preprocessing differs from the reference's were judged in their own feature space.
+    other_judges = {}
+    for label, runs in groups.items():
+        model = mmae.load_checkpoint_model(runs[0].folder / "checkpoints" / "best.ckpt")
+        if preprocessing(model) != preprocessing(reference):
+            other_judges[f"judge on real data ({label.removeprefix('mmae ')})"] = ctx.judged_on_real(model)
     k = reference.latent_dim
     raw, reduced, real = evaluate_inputs(ctx, views, judges, k)
     if "raw" in args.baselines:
@@ -555,6 +588,7 @@ def bench_dataset(spec: DatasetSpec, args: argparse.Namespace, root: Path) -> tu
     if "supervised" in args.baselines:
         rows["supervised (ceiling)"] = evaluate_supervised(ctx, args.seeds[0])
     rows["judge on real data"] = real
+    rows.update(other_judges)
     chance = 1 / spec.classes
     head = (f"### {spec.name}: {len(ctx.train.labels)} train / {len(ctx.test.labels)} test rows, "
             f"{spec.classes} classes (chance {100 * chance:.1f}%); mmae rows over seeds {args.seeds}\n\n"

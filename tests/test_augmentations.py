@@ -62,7 +62,7 @@ def _table_rows(n: int = N) -> torch.Tensor:
 
 
 def _audio(fitted: bool) -> AudioModality:
-    audio = AudioModality(duration=0.25, n_mels=16)
+    audio = AudioModality(duration=0.25, n_mels=16, n_fft=512, hop_length=128)  # 32 frames
     if fitted:
         audio.set_statistics([-4.0 + 0.1 * i for i in range(16)], [2.0] * 16)
     return audio

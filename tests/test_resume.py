@@ -96,6 +96,14 @@ def test_resuming_keeps_the_first_part_of_the_csv_log(compose_in, tmp_path):
     first = _training_epochs(run / "csv" / "metrics.csv")
     second = _training_epochs(run / "csv" / "resumed-1" / "metrics.csv")
     assert (first, second) == ({"0"}, {"1"})
+    # The training clock goes on from the checkpoint rather than from zero.
+    clock = [_clock(run / "csv" / part / "metrics.csv") for part in ("", "resumed-1")]
+    assert len(clock[0]) == len(clock[1]) == 1 and clock[1][0] > clock[0][0] > 0
+    assert _last_checkpoint(run)["callbacks"]["TrainingClock"]["seconds"] >= clock[1][0]
+
+
+def _clock(path):
+    return [float(row["time/train_s"]) for row in csv.DictReader(path.open()) if row.get("time/train_s")]
 
 def test_ranks_draw_different_numbers_after_the_offset():
     draws = []

@@ -60,3 +60,17 @@ def test_log_mel_inverts_to_a_waveform_with_the_same_pitch():
     spectrum = torch.fft.rfft(restored[0]).abs()
     peak = spectrum.argmax().item() * audio.sample_rate / audio.num_samples
     assert abs(peak - 440.0) < 30.0
+
+
+@pytest.mark.parametrize(("rate", "hop"), [(8000, 256), (16000, 512), (22050, 512), (44100, 1024)])
+def test_log_mel_frames_are_about_32_ms_apart_unless_set(rate, hop):
+    audio = AudioModality(sample_rate=rate, duration=1.0)
+    assert (audio.hop_length, audio.n_fft) == (hop, 2 * hop)
+    assert audio.shape == (1, 64, 1 + rate // hop)
+    assert audio.config()["hop_length"] == hop  # exports hold the resolved numbers
+    log_mel = audio.build_preprocessor()(torch.randn(2, rate))
+    assert log_mel.shape == (2, *audio.shape)
+    chosen = AudioModality(sample_rate=rate, duration=1.0, hop_length=128)
+    assert (chosen.hop_length, chosen.n_fft, chosen.shape[-1]) == (128, 256, 1 + rate // 128)
+    with pytest.raises(ConfigError, match="n_fft and hop_length must be positive"):
+        AudioModality(sample_rate=rate, hop_length=0)

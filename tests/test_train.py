@@ -1,5 +1,6 @@
 """The main job, run in-process on the real config with tiny overrides."""
 
+import csv
 import json
 import subprocess
 
@@ -39,15 +40,20 @@ def test_checkpoint_holds_primitives_only(compose_cfg, tmp_path):
     train(compose_cfg(*TINY))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["config"]["model"]["latent_dim"] == 8
-    assert checkpoint["mmae_version"] == mmae.__version__ == "0.5.0"
+    assert checkpoint["mmae_version"] == mmae.__version__ == "0.6.0"
     assert any(k.startswith("model.encoder.encoders.image") for k in checkpoint["state_dict"])
 
 
-def test_csv_logger_records_every_loss_term(compose_cfg, tmp_path):
+def test_csv_logger_records_every_loss_term_and_the_training_clock(compose_cfg, tmp_path):
     train(compose_cfg("experiment=tiny", "logger=csv", "progress_bar=none"))
-    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    with (tmp_path / "csv" / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert {"train/loss", "train/loss/reconstruction", "train/reconstruction/image",
-            "val/vector/recon_without_vector"} <= set(header)
+            "val/vector/recon_without_vector"} <= set(rows[0])
+    # Every validation carries the training seconds so far, on its own row with val/loss.
+    clock = [(float(r["time/train_s"]), r["val/loss"]) for r in rows if r.get("time/train_s")]
+    assert len(clock) == 2 and all(loss for _, loss in clock)
+    assert 0 < clock[0][0] < clock[1][0]
 
 
 def test_unknown_modality_in_loss_weights_fails_before_training(compose_cfg, tmp_path):

@@ -51,6 +51,18 @@ class LogMel(nn.Module):
         return torch.log(self.mel(waveform.float()) + LOG_EPS).unsqueeze(1)
 
 
+#: The default frame step of the log-mel, in seconds. A spoken sound lasts 50 ms or more, so
+#: 32 ms frames still resolve speech, and the CNN's cost grows with the clip's seconds, not its
+#: sample rate: 16 kHz gives a hop of 512 samples and 32 frames a second (a 64 x 32 map for 1 s,
+#: where a 128-sample hop made it 64 x 126 at 3.8x the FLOPs; docs/benchmarks.md).
+HOP_SECONDS = 0.032
+
+
+def default_hop(sample_rate: int) -> int:
+    """The power of two nearest to `HOP_SECONDS` of samples (512 at 16 kHz, 1024 at 44.1 kHz)."""
+    return 2 ** round(math.log2(HOP_SECONDS * sample_rate))
+
+
 #: Augmentation magnitudes at strength 1 (each scales with the strength): a gain of up to
 #: +-GAIN_DB decibels; a time shift of up to SHIFT of the frames; one frequency mask of up to
 #: FREQUENCY_MASK of the bands and one time mask of up to TIME_MASK of the frames (SpecAugment).
@@ -185,7 +197,8 @@ class AudioModality(Modality):
     The model encodes and reconstructs the log-mel spectrogram (natural log of power), which
     the encoder standardises per mel band with `mean`/`std` fitted on the training split
     (`normalize: false`: as it is). `to_waveform` inverts a reconstruction (inverse mel +
-    Griffin-Lim) so it can be listened to. `hidden_channels: null` sizes the CNN from the
+    Griffin-Lim) so it can be listened to. `hop_length: null` steps frames by about 32 ms
+    (`default_hop`) and `n_fft: null` is twice the hop. `hidden_channels: null` sizes the CNN from the
     spectrogram (see `mmae.core.nn`).
 
     `model` (a directory saved with `save_pretrained`, or a hub name) encodes the waveform with
@@ -201,16 +214,22 @@ class AudioModality(Modality):
     feature_keys = ("n_fft", "hop_length", "n_mels", "model", "extractor")
     preview_media = "audio"
 
-    def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int = 512,
-                 hop_length: int = 128, n_mels: int = 64, hidden_channels: Sequence[int] | None = None,
+    def __init__(self, sample_rate: int = 16000, duration: float = 1.0, n_fft: int | None = None,
+                 hop_length: int | None = None, n_mels: int = 64,
+                 hidden_channels: Sequence[int] | None = None,
                  normalize: bool = True, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, likelihood: str = "gaussian",
                  column: str | None = None, model: str | None = None, model_config: dict | None = None,
                  extractor: dict | None = None, freeze: bool | None = None, pooling: Pooling = "mean",
                  trainable_blocks: int | None = None, gradient_checkpointing: bool = False):
-        if sample_rate <= 0 or duration <= 0 or hop_length <= 0 or n_fft <= 0 or n_mels <= 0:
-            raise ConfigError("AudioModality: sample_rate, duration, n_fft, hop_length and n_mels must be "
-                              f"positive, got {sample_rate}, {duration}, {n_fft}, {hop_length}, {n_mels}")
+        if sample_rate <= 0 or duration <= 0 or n_mels <= 0:
+            raise ConfigError("AudioModality: sample_rate, duration and n_mels must be positive, got "
+                              f"{sample_rate}, {duration}, {n_mels}")
+        hop_length = default_hop(sample_rate) if hop_length is None else hop_length
+        n_fft = 2 * hop_length if n_fft is None else n_fft
+        if hop_length <= 0 or n_fft <= 0:
+            raise ConfigError(f"AudioModality: n_fft and hop_length must be positive, got {n_fft}, "
+                              f"{hop_length}")
         self.sample_rate, self.duration = int(sample_rate), float(duration)
         self.n_fft, self.hop_length, self.n_mels = int(n_fft), int(hop_length), int(n_mels)
         self.num_samples = round(self.sample_rate * self.duration)

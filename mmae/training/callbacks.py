@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,6 +14,37 @@ from pytorch_lightning.trainer.states import TrainerFn
 from mmae.analysis import media
 from mmae.core.errors import ConfigError
 from mmae.training.tracking import recording, wandb_loggers
+
+
+class TrainingClock(pl.Callback):
+    """Logs `time/train_s`, the wall seconds spent training so far (validation passes included,
+    start-up and the final report not), with every validation: the x-axis of time-to-accuracy.
+
+    The count is part of the checkpoint, so a resumed run goes on from where it stopped.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0  # before the current stretch of training
+        self._since: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._since = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds, self._since = self.elapsed(), None
+
+    def elapsed(self) -> float:
+        return self.seconds + (0.0 if self._since is None else time.perf_counter() - self._since)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            pl_module.log("time/train_s", self.elapsed(), sync_dist=True)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.seconds = float(state_dict.get("seconds", 0.0))
 
 
 class ReconstructionMedia(pl.Callback):
