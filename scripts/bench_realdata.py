@@ -509,7 +509,7 @@ def report(outcome: dict, argv: list[str]) -> str:
         ratio = default["train_s"] / peer["train_s"]
         lines += [f"time: whole `mmae-train` (default) {default['train_s']:.0f} s, the peer MLP AE's whole "
                   f"(files, features, training) {peer['train_s']:.0f} s: {ratio:.2f}x; "
-                  f"t95 (training seconds until the validation loss made {FRACTION:.0%} of its drop) "
+                  f"t95 (training seconds until the validation loss made {FRACTION:.0%} of its own drop) "
                   f"{_seconds(default['t95_s'])} against {_seconds(peer['t95_s'])}. The peer's coherence "
                   f"judges (on its own 40x32 log-mel) score {100 * peer['judge_image']:.1f}% / "
                   f"{100 * peer['judge_audio']:.1f}% on real test images / audio", ""]

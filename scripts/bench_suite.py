@@ -469,10 +469,12 @@ def evaluate_supervised(ctx: Context, seed: int, epochs: int = 15, embed_dim: in
 
 def summarise(results: list[dict]) -> dict:
     """Per column: the mean over seeds, and the standard deviation when there are several."""
-    keys = [k for k in results[0] if isinstance(results[0][k], (int, float))]
-    summary = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    keys = {k for r in results for k, v in r.items() if isinstance(v, (int, float))}
+    # (A value may be missing for some seeds: t95 of a run reused from before the CSV log.)
+    values = {k: [r[k] for r in results if isinstance(r.get(k), (int, float))] for k in keys}
+    summary = {k: float(np.mean(v)) for k, v in values.items()}
     if len(results) > 1:
-        summary["spread"] = {k: float(np.std([r[k] for r in results])) for k in keys}
+        summary["spread"] = {k: float(np.std(v)) for k, v in values.items()}
     summary["seeds"] = len(results)
     return summary
 

@@ -52,12 +52,13 @@ def test_the_table_view_one_hot_encodes_categories_and_folds_unseen_ones():
 
 
 def test_seeds_are_summarised_by_mean_and_spread_and_tabled():
-    rows = [{"all": 0.5, "image": 0.25, "train_s": 10.0}, {"all": 0.7, "image": 0.35, "train_s": 12.0}]
+    rows = [{"all": 0.5, "image": 0.25, "train_s": 10.0, "t95_s": None},
+            {"all": 0.7, "image": 0.35, "train_s": 12.0, "t95_s": 8.0}]
     summary = bench_suite.summarise(rows)
     assert summary["all"] == pytest.approx(0.6) and summary["spread"]["all"] == pytest.approx(0.1)
-    assert summary["seeds"] == 2
+    assert summary["seeds"] == 2 and summary["t95_s"] == 8.0  # over the seeds that have one
     ctx = bench_suite.Context(bench_suite.SUITE["spoken_digits"], Path("m.csv"), None, None, None)
     text = bench_suite.table(ctx, {"mmae default": summary, "judge on real data": {"image<-audio": 0.9}})
-    assert "| mmae default | 60.0 ± 10.0 | 30.0 ± 5.0 | - | - | - | 11 | - |" in text
-    assert "| judge on real data | - | - | - | 90.0 | - | - | - |" in text
+    assert "| mmae default | 60.0 ± 10.0 | 30.0 ± 5.0 | - | - | - | 11 | 8 | - |" in text
+    assert "| judge on real data | - | - | - | 90.0 | - | - | - | - |" in text
     assert "image from audio" in text.splitlines()[0]

@@ -70,7 +70,14 @@ def test_log_mel_frames_are_about_32_ms_apart_unless_set(rate, hop):
     assert audio.config()["hop_length"] == hop  # exports hold the resolved numbers
     log_mel = audio.build_preprocessor()(torch.randn(2, rate))
     assert log_mel.shape == (2, *audio.shape)
-    chosen = AudioModality(sample_rate=rate, duration=1.0, hop_length=128)
-    assert (chosen.hop_length, chosen.n_fft, chosen.shape[-1]) == (128, 256, 1 + rate // 128)
+    chosen = AudioModality(sample_rate=rate, duration=1.0, hop_length=128)  # 8 bins per band: 512
+    assert (chosen.hop_length, chosen.n_fft, chosen.shape[-1]) == (128, 512, 1 + rate // 128)
+    window = AudioModality(sample_rate=rate, duration=1.0, n_fft=400)  # the hop fits the window
+    assert (window.hop_length, window.n_fft) == (min(hop, 200), 400)
     with pytest.raises(ConfigError, match="n_fft and hop_length must be positive"):
         AudioModality(sample_rate=rate, hop_length=0)
+
+
+def test_a_very_low_sample_rate_still_gets_a_positive_hop():
+    audio = AudioModality(sample_rate=20, duration=1.0, n_mels=2)
+    assert audio.hop_length == 1 and audio.shape == (1, 2, 21)

@@ -20,7 +20,8 @@ def test_time_to_fraction_is_where_the_loss_made_that_part_of_its_drop():
     assert time_to_fraction(history, 0.95) == 4.0
     assert time_to_fraction(history, 0.5) == 2.0  # 5.5 reached at 4.0
     assert time_to_fraction([(3.0, 2.0), (6.0, 2.5)]) == 3.0  # never dropped: the first epoch
-    assert time_to_fraction([]) is None
+    assert time_to_fraction([(1.0, 5.0), (2.0, float("nan")), (3.0, 1.0)]) == 3.0
+    assert time_to_fraction([]) is None and time_to_fraction([(1.0, float("inf"))]) is None
 
 
 def test_training_history_reads_the_csv_log(tmp_path):
@@ -28,7 +29,10 @@ def test_training_history_reads_the_csv_log(tmp_path):
     log.parent.mkdir()
     log.write_text("epoch,step,time/train_s,train/loss,val/loss\n"
                    "0,9,,0.9,\n0,9,1.5,,0.8\n1,19,,0.7,\n1,19,3.0,,0.6\n")
-    assert training_history(tmp_path) == [(1.5, 0.8), (3.0, 0.6)]
+    resumed = tmp_path / "csv" / "resumed-1" / "metrics.csv"
+    resumed.parent.mkdir()
+    resumed.write_text("epoch,step,time/train_s,val/loss\n2,29,4.5,0.5\n")
+    assert training_history(tmp_path) == [(1.5, 0.8), (3.0, 0.6), (4.5, 0.5)]
     assert training_history(tmp_path / "elsewhere") == []
 
 

@@ -52,15 +52,22 @@ class LogMel(nn.Module):
 
 
 #: The default frame step of the log-mel, in seconds. A spoken sound lasts 50 ms or more, so
-#: 32 ms frames still resolve speech, and the CNN's cost grows with the clip's seconds, not its
-#: sample rate: 16 kHz gives a hop of 512 samples and 32 frames a second (a 64 x 32 map for 1 s,
-#: where a 128-sample hop made it 64 x 126 at 3.8x the FLOPs; docs/benchmarks.md).
+#: frames about 32 ms apart still resolve speech, and the CNN's cost follows the clip's seconds
+#: rather than its sample rate (within the rounding to a power of two: 23 to 43 ms). 16 kHz gives
+#: a hop of 512 samples: a 64 x 32 map for 1 s, where a 128-sample hop made it 64 x 126 at 3.8x
+#: the FLOPs (docs/benchmarks.md).
 HOP_SECONDS = 0.032
 
 
 def default_hop(sample_rate: int) -> int:
     """The power of two nearest to `HOP_SECONDS` of samples (512 at 16 kHz, 1024 at 44.1 kHz)."""
-    return 2 ** round(math.log2(HOP_SECONDS * sample_rate))
+    return max(1, 2 ** round(math.log2(HOP_SECONDS * sample_rate)))
+
+
+def default_window(hop_length: int, n_mels: int) -> int:
+    """Twice the hop, and at least the power of two of 8 frequency bins per mel band (512 for
+    64 bands), so that no mel filter falls between two bins."""
+    return max(2 * hop_length, 2 ** math.ceil(math.log2(8 * n_mels)))
 
 
 #: Augmentation magnitudes at strength 1 (each scales with the strength): a gain of up to
@@ -198,7 +205,8 @@ class AudioModality(Modality):
     the encoder standardises per mel band with `mean`/`std` fitted on the training split
     (`normalize: false`: as it is). `to_waveform` inverts a reconstruction (inverse mel +
     Griffin-Lim) so it can be listened to. `hop_length: null` steps frames by about 32 ms
-    (`default_hop`) and `n_fft: null` is twice the hop. `hidden_channels: null` sizes the CNN from the
+    (`default_hop`; at most half of a given `n_fft`) and `n_fft: null` is twice the hop, or more
+    for many bands (`default_window`). `hidden_channels: null` sizes the CNN from the
     spectrogram (see `mmae.core.nn`).
 
     `model` (a directory saved with `save_pretrained`, or a hub name) encodes the waveform with
@@ -225,8 +233,11 @@ class AudioModality(Modality):
         if sample_rate <= 0 or duration <= 0 or n_mels <= 0:
             raise ConfigError("AudioModality: sample_rate, duration and n_mels must be positive, got "
                               f"{sample_rate}, {duration}, {n_mels}")
-        hop_length = default_hop(sample_rate) if hop_length is None else hop_length
-        n_fft = 2 * hop_length if n_fft is None else n_fft
+        if hop_length is None:  # about 32 ms, and no more than half the window when one is given
+            hop_length = default_hop(sample_rate)
+            hop_length = hop_length if n_fft is None else min(hop_length, n_fft // 2)
+        if n_fft is None:
+            n_fft = default_window(hop_length, n_mels)
         if hop_length <= 0 or n_fft <= 0:
             raise ConfigError(f"AudioModality: n_fft and hop_length must be positive, got {n_fft}, "
                               f"{hop_length}")
