@@ -1,9 +1,18 @@
-"""Shared fixtures: the real Hydra config composed in-process, and tiny modalities."""
+"""Shared fixtures: the real Hydra config composed in-process, tiny modalities, and the
+trained runs the evaluation tests share.
+
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml). Each worker takes its
+share of the cores for torch's threads, and so do the processes it starts (through
+OMP_NUM_THREADS): workers that each used every core would stall one another.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -11,6 +20,16 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 from mmae.config import CONFIG_DIR
 from mmae.modalities import ImageModality, VectorModality
 from mmae.modalities.text import CLASS_WORDS, FACTOR_WORDS, PRIVATE_WORDS
+
+
+def _threads_per_worker() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
+    torch.set_num_threads(_threads_per_worker())
 
 
 @pytest.fixture
@@ -66,13 +85,26 @@ def _train_run(folder, *overrides: str):
 EVAL_MODALITIES = ["modality=[image,vector,text]"]
 
 
+def _session_run(tmp_path_factory, name: str, *overrides: str):
+    """A run trained once per test session, even with the tests spread over xdist workers:
+    the first worker to need it trains it under a file lock, the others wait and share it."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / name
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "metrics.json").exists():
+            _train_run(folder, *overrides)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def eval_run(tmp_path_factory):
     """A trained deterministic run (image, vector, text) for the evaluation tasks' tests: its
     folder, with encoder/, checkpoints/best.ckpt and config.yaml. 2,000 samples and 8 epochs
     (two minutes on 2 cores), so that codes and imputations carry the class clearly above
     chance (probe 25%, coherence from 2 inputs 20%; chance 10%); the tiny run's do not."""
-    return _train_run(tmp_path_factory.mktemp("eval-ae"), *EVAL_MODALITIES,
+    return _session_run(tmp_path_factory, "eval-ae", *EVAL_MODALITIES,
                       "data.dataset.num_samples=2000", "trainer.max_epochs=8")
 
 
@@ -80,5 +112,5 @@ def eval_run(tmp_path_factory):
 def eval_vae_run(tmp_path_factory):
     """A tiny multimodal VAE (mixture of products of experts) on the same modalities: for what
     only a VAE has (the prior's joint coherence), not for quality."""
-    return _train_run(tmp_path_factory.mktemp("eval-vae"), *EVAL_MODALITIES, "trainer.max_epochs=4",
+    return _session_run(tmp_path_factory, "eval-vae", *EVAL_MODALITIES, "trainer.max_epochs=4",
                       "model=vae", "fusion=mopoe")

@@ -108,7 +108,12 @@ def test_features_cli_rejects_bad_arguments(run, tmp_path, args, message):
 @pytest.mark.slow
 def test_the_default_job_serves_every_application(compose_cfg, tmp_path):
     """One training of the default job, then what users do with it (one job keeps CI short)."""
-    train(compose_cfg("logger=none", "progress_bar=none"))
+    report, _ = train(compose_cfg("logger=none", "progress_bar=none"))
+    # The shared latent carries cross-modal information: each modality from the other.
+    for name, row in report["imputation"].items():
+        assert row["gain_over_baseline"] >= 0.3, (name, row)
+        assert row["from_all"] < row["from_others"]
+
     eval_main([f"run={tmp_path}", "projection=tsne"])
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["latent_map"] == str(tmp_path / "latent_map.png")

@@ -64,15 +64,6 @@ def test_unknown_modality_in_loss_weights_fails_before_training(compose_cfg, tmp
 
 
 @pytest.mark.slow
-def test_default_job_reconstructs_each_modality_from_the_other(compose_cfg):
-    """The main job as shipped: the shared latent carries cross-modal information."""
-    report, _ = train(compose_cfg("logger=none", "progress_bar=none"))
-    for name, row in report["imputation"].items():
-        assert row["gain_over_baseline"] >= 0.3, (name, row)
-        assert row["from_all"] < row["from_others"]
-
-
-@pytest.mark.slow
 def test_console_script_runs_and_says_where_outputs_are(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(["mmae-train", *TINY, f"paths.output_dir={out}"],
