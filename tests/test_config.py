@@ -3,6 +3,7 @@ import sys
 import zipfile
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
@@ -78,3 +79,16 @@ def test_configs_ship_inside_the_wheel(tmp_path):
     expected = {f"mmae/conf/{p.relative_to(CONFIG_DIR)}" for p in CONFIG_DIR.rglob("*.yaml")}
     assert "mmae/conf/train.yaml" in expected
     assert expected <= names
+
+
+def test_the_default_optimizer_is_fused_and_another_runs_without_that_key(compose_cfg):
+    from mmae.cli.train import build_module
+    from mmae.config.schema import validate_config
+
+    module, _ = build_module(compose_cfg("experiment=tiny"))
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True
+    cfg = compose_cfg("experiment=tiny", "optimizer._target_=torch.optim.RMSprop", "~optimizer.fused")
+    validate_config(cfg)  # (with the key, the message says to drop it: test_no_silent_damage.py)
+    module, _ = build_module(cfg)
+    assert isinstance(module.configure_optimizers()["optimizer"], torch.optim.RMSprop)

@@ -148,6 +148,10 @@ def test_a_second_run_into_the_same_directory_is_refused_before_anything_is_writ
     ("optimizer.lr=-1", "mmae-train: optimizer (torch.optim.AdamW): Invalid learning rate: -1"),
     ("optimizer.betas=[1.5,0.9]",
      "mmae-train: optimizer (torch.optim.AdamW): Invalid beta parameter at index 0"),
+    ("optimizer._target_=torch.optim.RMSprop",  # the default's fused kernel, which RMSprop lacks
+     "mmae-train: unknown key 'optimizer.fused'; the valid keys of torch.optim.RMSprop: lr, alpha, eps, "
+     "weight_decay, momentum, centered, capturable, foreach, maximize, differentiable; "
+     "drop it with ~optimizer.fused"),
 ])
 def test_unbounded_or_invalid_settings_are_one_line(tmp_path, monkeypatch, capsys, override, message):
     run = tmp_path / "run"

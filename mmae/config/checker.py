@@ -119,8 +119,11 @@ def _show(value: Any) -> str:
 def _unknown_key(path: str, key: str, valid: Sequence[str], owner: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
+    # Without a near miss the key is more likely a default that another class lacks (e.g. the
+    # default optimizer's `fused` under RMSprop) than a typo: say how to remove it.
+    drop = "" if close else f"; drop it with ~{_join(path, key)}"
     return ConfigError(f"unknown key '{_join(path, key)}'{hint}; the valid keys of {owner}: "
-                       f"{', '.join(valid) or '(none)'}")
+                       f"{', '.join(valid) or '(none)'}{drop}")
 
 
 def _check_value(value: Any, spec: Any, path: str, recursive: bool = True) -> None:
