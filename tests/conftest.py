@@ -105,7 +105,7 @@ def eval_run(tmp_path_factory):
     (two minutes on 2 cores), so that codes and imputations carry the class clearly above
     chance (probe 25%, coherence from 2 inputs 20%; chance 10%); the tiny run's do not."""
     return _session_run(tmp_path_factory, "eval-ae", *EVAL_MODALITIES,
-                      "data.dataset.num_samples=2000", "trainer.max_epochs=8")
+                        "data.dataset.num_samples=2000", "trainer.max_epochs=8")
 
 
 @pytest.fixture(scope="session")
@@ -113,4 +113,4 @@ def eval_vae_run(tmp_path_factory):
     """A tiny multimodal VAE (mixture of products of experts) on the same modalities: for what
     only a VAE has (the prior's joint coherence), not for quality."""
     return _session_run(tmp_path_factory, "eval-vae", *EVAL_MODALITIES, "trainer.max_epochs=4",
-                      "model=vae", "fusion=mopoe")
+                        "model=vae", "fusion=mopoe")
