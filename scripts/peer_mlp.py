@@ -12,13 +12,16 @@ Its history feeds the time-to-accuracy measure of scripts/time_to_accuracy.py.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import torch
 from torch import nn
+
+from mmae.core.nn import mlp
+from mmae.modalities.audio import LogMel
 
 
 @dataclass(frozen=True)
@@ -64,24 +67,18 @@ class PeerRun:
         return self.model.decoders[target](self.model.encode(self.features(raw_source)))
 
 
+@functools.cache
+def _log_mel(settings: PeerSettings) -> LogMel:
+    return LogMel(settings.sample_rate, settings.n_fft, settings.hop_length, settings.n_mels)
+
+
 def peer_features(name: str, x: torch.Tensor, settings: PeerSettings) -> torch.Tensor:
     """Flat features: pixels as they are; audio as a natural-log mel spectrogram."""
-    if name != "audio":
-        return x.flatten(1).float()
-    from torchaudio.transforms import MelSpectrogram
-
-    mel = MelSpectrogram(settings.sample_rate, n_fft=settings.n_fft, hop_length=settings.hop_length,
-                         n_mels=settings.n_mels)
-    return torch.log(mel(x.float()) + 1e-5).flatten(1)
+    return (_log_mel(settings)(x) if name == "audio" else x.float()).flatten(1)
 
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return mlp(list(sizes), activation=nn.ReLU)  # (the peer's activation)
 
 
 class PeerAutoencoder(nn.Module):

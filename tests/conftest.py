@@ -28,8 +28,9 @@ def _threads_per_worker() -> int:
 
 
 if "PYTEST_XDIST_WORKER" in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
-    torch.set_num_threads(_threads_per_worker())
+    THREADS = _threads_per_worker()
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

@@ -82,11 +82,12 @@ class ConvNet:
         return nn.Sequential(*layers)
 
 
-def mlp(sizes: list[int], activate_last: bool = False) -> nn.Sequential:
-    """A plain MLP with GELU between layers (and after the last one if asked)."""
+def mlp(sizes: list[int], activate_last: bool = False,
+        activation: type[nn.Module] = nn.GELU) -> nn.Sequential:
+    """A plain MLP with `activation` between layers (and after the last one if asked)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2 or activate_last:
-            layers.append(nn.GELU())
+            layers.append(activation())
     return nn.Sequential(*layers)
