@@ -127,3 +127,24 @@ def test_cache_false_reads_lazily(tmp_path, reads):
     train = data.dataset("train")
     train[0], train[0]
     assert reads["image"] == 2 and train.cache is None
+
+
+def test_the_log_mel_is_computed_once_per_sample_and_training_is_unchanged(compose_cfg, tmp_path):
+    """Epoch 1 computes every sample's log-mel and later epochs none; the same run recomputing
+    it every step (`trainer.cache_features=false`) ends with the same validation loss, as
+    corruption and augmentation draw the same random numbers either way."""
+    from mmae.cli.train import train
+
+    common = ["experiment=tiny", "logger=none", "progress_bar=none", "modality=[image,audio]",
+              "trainer.max_epochs=3"]
+    cached_report, cached = train(compose_cfg(*common))
+    features = cached["module"].features
+    assert features.names == ["audio"]  # image pixels have no preprocessor
+    data = cached["datamodule"]
+    assert features.computed["audio"] == len(data.dataset("train")) + len(data.dataset("val"))
+
+    plain_report, plain = train(compose_cfg(*common, "trainer.cache_features=false",
+                                            f"paths.output_dir={tmp_path / 'uncached'}"))
+    assert plain["module"].features is None
+    loss = plain_report["metrics"]["val/loss"]
+    assert cached_report["metrics"]["val/loss"] == pytest.approx(loss, rel=1e-5)

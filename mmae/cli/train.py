@@ -92,7 +92,8 @@ def _plugins(settings: dict, kwargs: dict) -> list:
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
     """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
-    (`on_nonfinite`, `cache_backbones`, read by `build_module`) are not Trainer arguments and are left out;
+    (`on_nonfinite`, `cache_backbones`, `cache_features`, read by
+    `build_module`) are not Trainer arguments and are left out;
     `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
     settings = OmegaConf.to_container(trainer_cfg, resolve=True)
     for key in MMAE_TRAINER_KEYS:
@@ -135,6 +136,7 @@ def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataMo
         config=OmegaConf.to_container(cfg, resolve=True),
         on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
         cache_backbones=cfg.trainer.get("cache_backbones", True),
+        cache_features=cfg.trainer.get("cache_features", True),
     )
     return module, datamodule
 

@@ -36,7 +36,8 @@ from mmae.training.nonfinite import POLICIES
 
 #: Settings in the `trainer` node that mmae reads itself rather than passing to Lightning
 #: (name -> type). `mmae.cli.train.build_trainer` leaves them out of the Trainer's arguments.
-MMAE_TRAINER_KEYS: dict[str, Any] = {"on_nonfinite": Literal[POLICIES], "cache_backbones": bool}
+MMAE_TRAINER_KEYS: dict[str, Any] = {"on_nonfinite": Literal[POLICIES], "cache_backbones": bool,
+                                     "cache_features": bool}
 
 #: torch.compile's modes (`torch._inductor.list_mode_options`).
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]

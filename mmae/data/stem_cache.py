@@ -33,10 +33,12 @@ def cacheable_modalities(encoder: MultimodalEncoder) -> list[str]:
 
 
 class StemStore:
-    """Stem outputs of up to `capacity` samples of one modality and stage, by sample index."""
+    """Per-sample tensors (stem outputs, preprocessed features) of up to `capacity` samples of
+    one modality and stage, by sample index."""
 
-    def __init__(self, capacity: int, directory: Path | None, label: str = ""):
-        self.capacity, self.directory, self.label = capacity, directory, label
+    def __init__(self, capacity: int, directory: Path | None, label: str = "",
+                 what: str = "frozen backbone outputs"):
+        self.capacity, self.directory, self.label, self.what = capacity, directory, label, what
         self.rows: dict[int, int] = {}  # sample index -> row of `values`
         self.values: Tensor | None = None
 
@@ -54,7 +56,7 @@ class StemStore:
             # nothing is left on disk after the run (only this process reads it).
             self.values = torch.from_numpy(mapped)
             where = f"a memory-mapped file under {folder}"
-        log.info("%s: frozen backbone outputs (up to %d samples x %s) cached in %s (%.1f MiB)", self.label,
+        log.info("%s: %s (up to %d samples x %s) cached in %s (%.1f MiB)", self.label, self.what,
                  self.capacity, list(shape), where, size / 2**20)
 
     def missing(self, index: list[int]) -> list[int]:
@@ -67,7 +69,7 @@ class StemStore:
         for key, stem in zip(keys, stems, strict=True):
             row = self.rows.setdefault(key, len(self.rows))
             if row >= self.capacity:
-                raise IndexError(f"stem cache: more than {self.capacity} distinct samples")
+                raise IndexError(f"{self.what} cache: more than {self.capacity} distinct samples")
             self.values[row] = stem
 
     def get(self, index: list[int]) -> Tensor:

@@ -19,6 +19,7 @@ from mmae.core.errors import TrainingError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.core.objectives import Objective, ReconstructionLoss, Step
 from mmae.data.batch import features_of
+from mmae.data.feature_cache import FeatureCache, cacheable_preprocessors
 from mmae.data.stem_cache import StemCache, cacheable_modalities
 from mmae.training import random_state
 from mmae.training.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
@@ -58,7 +59,8 @@ class AutoencoderModule(pl.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., object] | None = None,
                  corruption: Callable | None = None, config: dict | None = None,
-                 baseline_batches: int = 100, on_nonfinite: str = "raise", cache_backbones: bool = True):
+                 baseline_batches: int = 100, on_nonfinite: str = "raise", cache_backbones: bool = True,
+                 cache_features: bool = True):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
@@ -79,15 +81,20 @@ class AutoencoderModule(pl.LightningModule):
         self._resumed_random_state: dict | None = None
         self.cache_backbones = cache_backbones
         self.stems: StemCache | None = None  # frozen backbones' outputs, built at fit start
+        self.cache_features = cache_features
+        self.features: FeatureCache | None = None  # fixed preprocessors' outputs, built at fit start
 
     def _losses(self, batch: dict, train: bool):
-        inputs, present, raw = features_of(self.model.encoder, batch)
+        stage = "train" if train else "val"
+        inputs, present, raw = (self.features.features_of(self.model.encoder, batch, stage)
+                                if self.features is not None and "index" in batch
+                                else features_of(self.model.encoder, batch))
         if self.stems is not None and "index" not in batch:
             rank_zero_warn("the batches carry no sample 'index', which the frozen-backbone cache is keyed "
                            "by: backbones run on every batch (yield batch['index'] to cache them)")
             self.stems = None
-        cached = self.stems.lookup(self.model.encoder, batch, inputs, present, raw,
-                                   "train" if train else "val") if self.stems is not None else None
+        cached = (self.stems.lookup(self.model.encoder, batch, inputs, present, raw, stage)
+                  if self.stems is not None else None)
         seen, seen_present = (self.corruption(inputs, present, modalities=self.model.modalities)
                               if train else (inputs, present))
         if train and self.objective.needs_input_grad:
@@ -253,12 +260,18 @@ class AutoencoderModule(pl.LightningModule):
             # extractor); Lightning's start-of-fit warning about eval-mode modules means them.
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode",
                                     category=UserWarning)
-        names = cacheable_modalities(self.model.encoder) if self.cache_backbones else []
         datamodule = getattr(self.trainer, "datamodule", None)
-        if not names or self.stems is not None or not hasattr(datamodule, "dataset"):
+        if not hasattr(datamodule, "dataset"):  # samples are cached by their index in a split
             return
         capacity = {stage: len(datamodule.dataset(stage)) for stage in ("train", "val")}
         cache_dir = getattr(datamodule, "cache_dir", None)
+        preprocessed = cacheable_preprocessors(self.model.encoder) if self.cache_features else []
+        if preprocessed and self.features is None:
+            folder = Path(cache_dir) / "features" if cache_dir else None
+            self.features = FeatureCache(preprocessed, capacity, folder)
+        names = cacheable_modalities(self.model.encoder) if self.cache_backbones else []
+        if not names or self.stems is not None:
+            return
         self.stems = StemCache(names, capacity, Path(cache_dir) / "stems" if cache_dir else None)
         rank_zero_info(f"frozen backbones of {names} run once per sample: their outputs are cached, so "
                        "later epochs train only the heads (element noise does not reach these encoders; "
