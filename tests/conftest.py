@@ -115,3 +115,15 @@ def eval_vae_run(tmp_path_factory):
     only a VAE has (the prior's joint coherence), not for quality."""
     return _session_run(tmp_path_factory, "eval-vae", *EVAL_MODALITIES, "trainer.max_epochs=4",
                         "model=vae", "fusion=mopoe")
+
+
+#: Fixtures that train a run for the session: a test reading one is an end-to-end test.
+SESSION_RUNS = ("eval_run", "eval_vae_run")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that needs a session run (directly or through another fixture),
+    so that `-m "not slow"` trains none."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in SESSION_RUNS):
+            item.add_marker(pytest.mark.slow)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 
 
@@ -21,3 +23,15 @@ class StallAt(pl.Callback):
             deadline = time.monotonic() + self.seconds
             while time.monotonic() < deadline and not trainer.received_sigterm:
                 time.sleep(0.05)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Wait until `path` appears (the stall's marker), failing the test if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before {path.name} appeared:\n{process.stdout.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {path.name} after {timeout} s")
+        time.sleep(0.1)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mmae
 
 PACKAGE = Path(mmae.__file__).parent
@@ -67,9 +69,17 @@ def test_at_most_six_modules_at_the_top_of_the_package():
         "cli", "config", "training", "analysis", "data", "artifacts", "modalities", "core"}
 
 
+@pytest.mark.slow
 def test_the_top_level_namespace_loads_no_training_stack():
     code = ("import sys, mmae; mmae.load_encoder; "
             "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'wandb', 'hydra', 'omegaconf') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_module_is_longer_than_450_lines():
+    """A module a reader can hold: past 450 lines, one of its concerns wants its own module."""
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, f"split these modules: {long}"

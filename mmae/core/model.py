@@ -21,36 +21,19 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mmae.core.code_shapes import LATENT_ACTIVATIONS, LatentActivation, keep_top_k
 from mmae.core.errors import ConfigError, InputError
 from mmae.core.fusion import Fusion
 from mmae.core.gaussian import LOGVAR_BOUNDS, Posterior
 from mmae.core.modality import Modality
 from mmae.core.nn import mlp
+from mmae.core.presence import presence_masks, readable_masks, zero_missing
 from mmae.core.registry import FUSIONS
 
 FusionFactory = Callable[[Sequence[str], int, int], Fusion]
-LatentActivation = Literal["sigmoid", "tanh", "relu", "binary"]
 #: What stands in for a missing modality's private latent: a draw from its N(0, I) prior (VAEs)
 #: or zeros (deterministic models).
 PrivatePrior = Literal["sample", "zero"]
-
-
-def binary_code(x: Tensor) -> Tensor:
-    """Codes of ±1 (a semantic hash), trained with a straight-through estimator: the forward
-    pass is the sign of tanh(x), the backward pass tanh's gradient."""
-    soft = torch.tanh(x)
-    return soft + (torch.where(soft >= 0, 1.0, -1.0) - soft).detach()
-
-
-def keep_top_k(code: Tensor, k: int) -> Tensor:
-    """A k-sparse code (Makhzani & Frey, 2013): the k largest units of each sample kept, the
-    others zeroed; gradients reach only the kept units."""
-    values, indices = code.topk(k, dim=-1)
-    return torch.zeros_like(code).scatter(-1, indices, values)
-
-
-LATENT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "binary": binary_code}
 
 
 def check_encoder_choices(fusion: type[Fusion], variational: bool, latent_activation: str | None,
@@ -139,77 +122,6 @@ class AutoencoderOutput:
     unimodal_present: dict[str, Tensor] = field(default_factory=dict)
 
 
-def _presence(inputs: Mapping[str, Tensor], present: Mapping[str, Tensor] | None,
-              modalities: Mapping[str, Modality]) -> dict[str, Tensor]:
-    """Validate a batch and return one boolean mask `[B]` per given modality.
-
-    A modality absent from `inputs` is missing for the whole batch; `present=None` means every
-    given modality is present for every sample.
-    """
-    if not inputs:
-        raise InputError(f"no modality given; expected a non-empty subset of {list(modalities)}")
-    for name, x in inputs.items():
-        if name not in modalities:
-            raise InputError(
-                f"unknown modality '{name}'; this model was built for {list(modalities)}"
-            )
-        modalities[name].check_batch(name, x)
-    sizes = {name: x.shape[0] for name, x in inputs.items()}
-    batch_size = next(iter(sizes.values()))
-    if any(n != batch_size for n in sizes.values()):
-        raise InputError(f"modalities disagree on the batch size: {sizes}")
-
-    present = dict(present or {})
-    masks = {}
-    for name, x in inputs.items():
-        mask = present.pop(name, None)
-        if mask is None:
-            mask = torch.ones(batch_size, dtype=torch.bool, device=x.device)
-        elif mask.dtype != torch.bool or tuple(mask.shape) != (batch_size,) or mask.device != x.device:
-            raise InputError(
-                f"present['{name}']: expected a bool tensor of shape [{batch_size}] on {x.device}, "
-                f"got {mask.dtype} of shape {list(mask.shape)} on {mask.device}"
-            )
-        masks[name] = mask
-    for name, mask in present.items():  # masks for modalities without a tensor
-        if name not in modalities:
-            raise InputError(f"present names unknown modality '{name}'; expected {list(modalities)}")
-        if not torch.compiler.is_compiling() and bool(mask.any()):
-            raise InputError(f"present['{name}'] marks samples present but no '{name}' tensor was given")
-    if torch.compiler.is_compiling():
-        return masks  # value checks need the data; traced graphs (compile, ONNX) skip them
-
-    any_present = torch.stack(list(masks.values()), dim=1).any(dim=1)
-    if not bool(any_present.all()):
-        empty = torch.nonzero(~any_present).flatten().tolist()
-        raise InputError(
-            f"sample(s) {empty[:10]}{' ...' if len(empty) > 10 else ''} of the batch have every "
-            f"modality missing; each sample needs at least one of {list(inputs)}"
-        )
-    return masks
-
-
-def _readable(masks: Mapping[str, Tensor],
-              unimodal_present: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-    """Per modality, the samples whose input the encoder reads: those the fusion uses, plus
-    those whose own code is asked for (`unimodal_present`)."""
-    if unimodal_present is None:
-        return dict(masks)
-    readable = {}
-    for name, mask in masks.items():
-        wanted = unimodal_present.get(name)
-        if wanted is not None and (wanted.dtype != torch.bool or wanted.shape != mask.shape):
-            raise InputError(f"unimodal_present['{name}']: expected a bool tensor of shape "
-                             f"{list(mask.shape)}, got {wanted.dtype} of shape {list(wanted.shape)}")
-        readable[name] = mask if wanted is None else mask | wanted.to(mask.device)
-    return readable
-
-
-def zero_missing(x: Tensor, mask: Tensor) -> Tensor:
-    """Zero the samples whose modality is missing, so their values (even NaN) cannot leak."""
-    return x.masked_fill(~mask.view(-1, *([1] * (x.dim() - 1))), 0.0)
-
-
 class MultimodalEncoder(nn.Module):
     """Per-modality encoders plus a fusion: any non-empty subset of modalities -> latent code.
 
@@ -292,8 +204,8 @@ class MultimodalEncoder(nn.Module):
         True, which may include samples that `present` leaves out of the fusion: modality
         dropout hides a modality from the fused code, yet its input is still there to align.
         """
-        masks = _presence(inputs, present, self.modalities)
-        readable = _readable(masks, unimodal_present)
+        masks = presence_masks(inputs, present, self.modalities)
+        readable = readable_masks(masks, unimodal_present)
         cached = cached or {}
         embeddings = {}
         for name, x in inputs.items():

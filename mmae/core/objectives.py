@@ -21,7 +21,8 @@ from torch import Tensor
 from mmae.core.errors import ConfigError
 from mmae.core.likelihoods import Likelihood
 from mmae.core.modality import Modality
-from mmae.core.model import AutoencoderOutput, MultimodalAutoencoder, zero_missing
+from mmae.core.model import AutoencoderOutput, MultimodalAutoencoder
+from mmae.core.presence import zero_missing
 from mmae.core.registry import LOSS_TERMS
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmae.core.model import MultimodalEncoder, zero_missing
+from mmae.core.model import MultimodalEncoder
+from mmae.core.presence import zero_missing
 from mmae.data.cache import default_cache_dir, fits_in_memory
 
 log = logging.getLogger(__name__)
