@@ -83,8 +83,8 @@ from bench_realdata import (  # noqa: E402  (sibling scripts)
 )
 from realdata import EspeakMissing, build_spoken_digits  # noqa: E402
 
-from mmae.cli.train import build_module, build_trainer  # noqa: E402
 from mmae.config import compose_config  # noqa: E402
+from mmae.config.assembly import build_module, build_trainer  # noqa: E402
 
 
 @dataclass(frozen=True)

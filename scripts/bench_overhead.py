@@ -20,8 +20,8 @@ import torch
 from bench_precision import measure  # mmae's loop, timed as the precision benchmark times it
 from hydra import compose, initialize_config_dir
 
-from mmae.cli.train import build_module
 from mmae.config import CONFIG_DIR
+from mmae.config.assembly import build_module
 
 
 def _config(overrides: list[str]):

@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from mmae.cli.train import build_module, build_trainer
 from mmae.config import CONFIG_DIR
+from mmae.config.assembly import build_module, build_trainer
 
 VARIANTS = {
     "fp32 eager": ["trainer.precision=32-true"],

@@ -344,8 +344,8 @@ def plain_loop_seconds(run: Run) -> float:
     (decoding and statistics fitting are not timed)."""
     from torch.utils.data import default_collate
 
-    from mmae.cli.train import build_module
     from mmae.config import compose_config
+    from mmae.config.assembly import build_module
     from mmae.core.objectives import Step
 
     cfg = compose_config("train", run.args)

@@ -25,9 +25,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.plugins import CheckpointIO
-from pytorch_lightning.strategies import Strategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -35,12 +32,12 @@ from mmae.analysis.reconstruction import format_imputation, imputation_summary
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.export import export_encoder
 from mmae.cli.runner import run_command
-from mmae.config import CONFIG_DIR, build, build_modalities, check_group_overrides, compose_config
+from mmae.config import CONFIG_DIR, check_group_overrides, compose_config
+from mmae.config.assembly import build_all, build_module, build_trainer
 from mmae.config.resume import check_fresh_output_dir, check_resumable, logger_arguments, resolve_ckpt_path
-from mmae.config.schema import MMAE_TRAINER_KEYS, validate_config
+from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError, MMAEError, TrainingError
 from mmae.core.model import MultimodalAutoencoder, parameter_counts
-from mmae.training.checkpoint_io import AtomicCheckpointIO
 from mmae.training.interruption import InterruptCheckpoint, Interrupted, SignalStop
 from mmae.training.module import AutoencoderModule
 from mmae.training.quiet import quiet_lightning
@@ -51,16 +48,6 @@ log = logging.getLogger(__name__)
 #: Lightning's doubt about an IterableDataset's length; with data=stream LitData hands every
 #: worker its own chunks, so the length is exact.
 ITERABLE_LENGTH_WARNING = "Your `IterableDataset` has `__len__` defined"
-
-
-def _build_all(group: DictConfig | None, **kwargs: Any) -> list:
-    """One object for a node with a `_target_` (`kwargs` added to its arguments), else one
-    per non-null child node."""
-    if not group:
-        return []
-    if "_target_" in group:
-        return [build(group, **kwargs)]
-    return [build(node) for node in group.values() if node is not None]
 
 
 def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
@@ -76,40 +63,6 @@ def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
             "or start each point as its own single run.")
 
 
-def _plugins(settings: dict, kwargs: dict) -> list:
-    """The Trainer's plugins (those of `kwargs`, else of the config) plus `AtomicCheckpointIO`,
-    unless one of them or a Strategy object already brings its own CheckpointIO."""
-    given = settings.pop("plugins", None)
-    given = kwargs.get("plugins", given)
-    plugins = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
-    plugins = [build(p) if isinstance(p, dict) else p for p in plugins]
-    strategy = kwargs.get("strategy", settings.get("strategy"))
-    has_io = (any(isinstance(p, CheckpointIO) for p in plugins)
-              or (isinstance(strategy, Strategy) and strategy._checkpoint_io is not None)
-              or (isinstance(strategy, dict) and strategy.get("checkpoint_io") is not None))
-    return plugins if has_io else [*plugins, AtomicCheckpointIO()]
-
-
-def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
-    """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
-    (`on_nonfinite`, `cache_backbones`, `cache_features`, read by
-    `build_module`) are not Trainer arguments and are left out;
-    `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
-    settings = OmegaConf.to_container(trainer_cfg, resolve=True)
-    for key in MMAE_TRAINER_KEYS:
-        settings.pop(key, None)
-    if not settings.get("enable_progress_bar", True):  # it overrules the progress_bar choice
-        kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, ProgressBar)]
-    kwargs["plugins"] = _plugins(settings, kwargs)  # checkpoints written atomically, loaded safely
-    return build(settings, **kwargs)
-
-
-def _compile(model: torch.nn.Module, options: DictConfig | None) -> None:
-    """Compile in place: parameter names (state dict, checkpoint, export) stay unprefixed."""
-    kwargs = {k: v for k, v in (options or {}).items() if v is not None}
-    model.compile(**kwargs)
-
-
 def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
     output dir. `multirun` says the job is one point of a Hydra sweep."""
@@ -117,28 +70,6 @@ def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict
     check_fresh_output_dir(Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
     with tracking_session():
         return _train(cfg, multirun)
-
-
-def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataModule]:
-    """The LightningModule (model compiled in place when `compile=true`) and the datamodule
-    that `cfg` describes: what `train` fits, and what a benchmark times."""
-    modalities = build_modalities(cfg.modality)
-    datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
-    model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
-    if cfg.get("compile"):
-        _compile(model, cfg.get("compile_options"))
-    module = AutoencoderModule(
-        model=model,
-        objective=build(cfg.objective),
-        optimizer=build(cfg.optimizer),
-        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
-        corruption=build(cfg.corruption),
-        config=OmegaConf.to_container(cfg, resolve=True),
-        on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
-        cache_backbones=cfg.trainer.get("cache_backbones", True),
-        cache_features=cfg.trainer.get("cache_features", True),
-    )
-    return module, datamodule
 
 
 def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,9 +81,9 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
 
     module, datamodule = build_module(cfg)
     logger = cfg.get("logger")
-    loggers = _build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
+    loggers = build_all(logger, **(logger_arguments(logger, output_dir) if ckpt_path else {}))
     on_interrupt = InterruptCheckpoint(output_dir / "checkpoints")
-    trainer = build_trainer(cfg.trainer, callbacks=[*_build_all(cfg.get("callbacks")), on_interrupt],
+    trainer = build_trainer(cfg.trainer, callbacks=[*build_all(cfg.get("callbacks")), on_interrupt],
                             logger=loggers or False)
     _check_launcher(trainer, multirun)
     if trainer.is_global_zero:  # ranks are known once the Trainer exists

@@ -83,7 +83,7 @@ def test_configs_ship_inside_the_wheel(tmp_path):
 
 
 def test_the_default_optimizer_is_fused_and_another_runs_without_that_key(compose_cfg):
-    from mmae.cli.train import build_module
+    from mmae.config.assembly import build_module
     from mmae.config.schema import validate_config
 
     module, _ = build_module(compose_cfg("experiment=tiny"))

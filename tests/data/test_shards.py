@@ -22,8 +22,9 @@ from stall import wait_for
 
 from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.cli.shard import main as shard_main
-from mmae.cli.train import build_module, train
+from mmae.cli.train import train
 from mmae.config import CONFIG_DIR, build_modalities
+from mmae.config.assembly import build_module
 from mmae.core.errors import ConfigError, DataError
 from mmae.data.manifest import ManifestDataset, fit_modalities
 from mmae.data.shards import META, ShardSet

@@ -27,8 +27,9 @@ from mmae.artifacts.export import export_encoder, load_checkpoint_model
 from mmae.cli.evaluate import main as eval_main
 from mmae.cli.export import main as export_main
 from mmae.cli.features import save_features
-from mmae.cli.train import build_module, build_trainer, train
+from mmae.cli.train import train
 from mmae.config import CONFIG_DIR
+from mmae.config.assembly import build_module, build_trainer
 from mmae.core.errors import ArtifactError, ConfigError, MMAEError
 from mmae.core.fusion import MeanFusion
 from mmae.modalities import VectorModality

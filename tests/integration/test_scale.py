@@ -13,15 +13,9 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mmae import load_encoder
-from mmae.cli.train import (
-    _build_all,
-    _check_external_launch,
-    _check_launcher,
-    _default_trainer,
-    build_trainer,
-    train,
-)
+from mmae.cli.train import _check_external_launch, _check_launcher, _default_trainer, train
 from mmae.config import check_group_overrides, is_rank_zero_process
+from mmae.config.assembly import build_all, build_trainer
 from mmae.core.errors import ConfigError
 
 QUIET = ["experiment=tiny", "logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
@@ -60,7 +54,7 @@ def test_trainer_choices(compose_cfg, choice, accelerator, devices, strategy):
 
 def test_ddp_cpu_builds_two_processes_launched_by_lightning(compose_cfg):
     cfg = compose_cfg(*QUIET, "trainer=ddp_cpu")
-    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=build_all(cfg.callbacks), logger=False)
     assert trainer.world_size == 2 and trainer.is_global_zero
     assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
 
@@ -235,7 +229,7 @@ def test_gradient_accumulation_and_clipping_reach_the_trainer(compose_cfg):
                                              ("none", None)])
 def test_progress_bar_choice(compose_cfg, choice, bar):
     cfg = compose_cfg(f"progress_bar={choice}")
-    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=build_all(cfg.callbacks), logger=False)
     if bar is None:
         assert trainer.progress_bar_callback is None
     else:
@@ -244,7 +238,7 @@ def test_progress_bar_choice(compose_cfg, choice, bar):
 
 def test_disabling_the_progress_bar_overrules_the_choice(compose_cfg):
     cfg = compose_cfg("progress_bar=rich", "trainer.enable_progress_bar=false")
-    trainer = build_trainer(cfg.trainer, callbacks=_build_all(cfg.callbacks), logger=False)
+    trainer = build_trainer(cfg.trainer, callbacks=build_all(cfg.callbacks), logger=False)
     assert trainer.progress_bar_callback is None
 
 

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from mmae.artifacts.checkpoint import load_checkpoint_file
-from mmae.cli.train import build_module, train
+from mmae.cli.train import train
+from mmae.config.assembly import build_module
 from mmae.core.errors import ConfigError, TrainingError
 from mmae.training.module import AutoencoderModule
 from mmae.training.nonfinite import nonfinite_gradients, nonfinite_terms

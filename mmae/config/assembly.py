@@ -1,0 +1,89 @@
+"""From a composed config to the objects a run fits: the LightningModule (the model and its
+objective, optimizer, schedule and corruption), the datamodule and the Trainer.
+
+The CLI (`mmae.cli.train`) fits what this builds; benchmarks and tests build the same objects
+to time or inspect them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.plugins import CheckpointIO
+from pytorch_lightning.strategies import Strategy
+
+from mmae.config.build import build, build_modalities
+from mmae.config.schema import MMAE_TRAINER_KEYS
+from mmae.training.checkpoint_io import AtomicCheckpointIO
+from mmae.training.module import AutoencoderModule
+
+
+def build_all(group: DictConfig | None, **kwargs: Any) -> list:
+    """One object for a node with a `_target_` (`kwargs` added to its arguments), else one
+    per non-null child node."""
+    if not group:
+        return []
+    if "_target_" in group:
+        return [build(group, **kwargs)]
+    return [build(node) for node in group.values() if node is not None]
+
+
+def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataModule]:
+    """The LightningModule (model compiled in place when `compile=true`) and the datamodule
+    that `cfg` describes: what `train` fits, and what a benchmark times."""
+    modalities = build_modalities(cfg.modality)
+    datamodule = build(cfg.data, _partial_=True)(modalities=modalities)
+    model = build(cfg.model, _partial_=True)(modalities=modalities, fusion=build(cfg.fusion))
+    if cfg.get("compile"):
+        compile_model(model, cfg.get("compile_options"))
+    module = AutoencoderModule(
+        model=model,
+        objective=build(cfg.objective),
+        optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
+        corruption=build(cfg.corruption),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
+        cache_backbones=cfg.trainer.get("cache_backbones", True),
+        cache_features=cfg.trainer.get("cache_features", True),
+    )
+    return module, datamodule
+
+
+def _plugins(settings: dict, kwargs: dict) -> list:
+    """The Trainer's plugins (those of `kwargs`, else of the config) plus `AtomicCheckpointIO`,
+    unless one of them or a Strategy object already brings its own CheckpointIO."""
+    given = settings.pop("plugins", None)
+    given = kwargs.get("plugins", given)
+    plugins = [] if given is None else list(given) if isinstance(given, (list, tuple)) else [given]
+    plugins = [build(p) if isinstance(p, dict) else p for p in plugins]
+    strategy = kwargs.get("strategy", settings.get("strategy"))
+    has_io = (any(isinstance(p, CheckpointIO) for p in plugins)
+              # (the private `_checkpoint_io`: the public property creates a default when none was given)
+              or (isinstance(strategy, Strategy) and strategy._checkpoint_io is not None)
+              or (isinstance(strategy, dict) and strategy.get("checkpoint_io") is not None))
+    return plugins if has_io else [*plugins, AtomicCheckpointIO()]
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
+    (`on_nonfinite`, `cache_backbones`, `cache_features`, read by
+    `build_module`) are not Trainer arguments and are left out;
+    `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
+    settings = OmegaConf.to_container(trainer_cfg, resolve=True)
+    for key in MMAE_TRAINER_KEYS:
+        settings.pop(key, None)
+    if not settings.get("enable_progress_bar", True):  # it overrules the progress_bar choice
+        kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, ProgressBar)]
+    kwargs["plugins"] = _plugins(settings, kwargs)  # checkpoints written atomically, loaded safely
+    return build(settings, **kwargs)
+
+
+def compile_model(model: torch.nn.Module, options: DictConfig | None) -> None:
+    """Compile in place: parameter names (state dict, checkpoint, export) stay unprefixed."""
+    kwargs = {k: v for k, v in (options or {}).items() if v is not None}
+    model.compile(**kwargs)
