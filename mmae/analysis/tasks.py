@@ -7,6 +7,7 @@ A task is also a library call: `Cluster().run(EvalContext(encoder, datamodule))`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,15 @@ class Evaluation:
     needs_model: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
+    #: What names a task of the user's own (`mmae-eval task=my_pkg.MyTask`), which has no
+    #: registered name: its config section (`+my_task.key=value`) and results (`my_task.json`).
+    #: By default the class name in snake case.
+    section: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "section" not in cls.__dict__:
+            cls.section = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
 
     def applies(self, context: EvalContext) -> str | None:
         if self.needs_model and context.model is None:

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from mmae.analysis.catalog import ALL, tasks
-from mmae.analysis.tasks import EvalContext, TaskResult
+from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.export import FrozenEncoder, describe, load_checkpoint_model, load_encoder
 from mmae.cli.runner import run_command
@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     classified by classifiers of real data; robustness: probes and reconstructions by modality
     subset and input noise; cluster: k-means on the codes; retrieval: nearest neighbours and
     semantic hashing; compress: rate against distortion of the quantised latent; all: every
-    task that applies, then one summary (docs/evaluation.md).
+    task that applies, then one summary (docs/evaluation.md). A task of your own runs by its
+    import path, `task=my_pkg.MyTask trust_code=true`, its settings in `+my_task.key=value`
+    (docs/extending.md).
 
     `run=DIR` is an mmae-train output directory: its encoder/, checkpoints/best.ckpt and, unless
     data is overridden, the data of its config.yaml; results go to DIR/<task>.json (probe:
@@ -58,12 +60,14 @@ def _evaluate(overrides: list[str]) -> None:
             if key.startswith("data."):
                 OmegaConf.update(trained, key, yaml.safe_load(value), force_add=True)
         cfg.data = trained.data
-    validate_config(cfg, "evaluate")
+    own_task = user_task(cfg.task, cfg.trust_code)
+    validate_config(cfg, "evaluate", {"task": str, own_task.section: own_task.options} if own_task else None)
     context = _context(cfg, run)
-    names = tasks() if cfg.task == ALL else [cfg.task]
+    classes = ({own_task.section: own_task} if own_task else
+               {name: EVALUATIONS[name] for name in (tasks() if cfg.task == ALL else [cfg.task])})
     outcomes, skipped = {}, {}
-    for name in names:
-        task = EVALUATIONS[name]()
+    for name, task_class in classes.items():
+        task = task_class()
         reason = task.applies(context)
         if reason is not None:
             if cfg.task != ALL:
@@ -86,6 +90,15 @@ def _evaluate(overrides: list[str]) -> None:
             summary = {"summary": {n: o.summary for n, o in outcomes.items()}, "skipped": skipped}
             write_text_atomic(output, json.dumps(summary, indent=2))
             print(f"mmae-eval: summary in {output}")
+
+
+def user_task(reference: str, trust_code: bool) -> type[Evaluation] | None:
+    """The class of a task of the user's own, named by its import path (`my_pkg.MyTask` or
+    `my_pkg:MyTask`), or None for one of mmae's tasks. Importing it runs its module's code, so
+    it needs `trust_code=true`."""
+    if "." not in reference and ":" not in reference:
+        return None
+    return EVALUATIONS.resolve(reference, Evaluation, trust_code, where=f"task={reference}")
 
 
 #: Settings at the top of conf/evaluate.yaml that tasks read beside their own section.

@@ -108,10 +108,11 @@ def entry_schema(name: str) -> dict[str, Any]:
     return _ENTRY_SCHEMAS[name]()
 
 
-def validate_config(cfg: Mapping, name: str = "train") -> None:
+def validate_config(cfg: Mapping, name: str = "train", extra: Mapping[str, Any] | None = None) -> None:
     """Raise `ConfigError` for the first unknown key, wrong type or impossible combination in
-    `cfg` (composed from `conf/<name>.yaml`), naming its dotted key and the valid choices."""
-    check_section(cfg, entry_schema(name), "", f"{name}.yaml")
+    `cfg` (composed from `conf/<name>.yaml`), naming its dotted key and the valid choices.
+    `extra` adds to or replaces entries of the schema (a user's evaluation task and its section)."""
+    check_section(cfg, {**entry_schema(name), **(extra or {})}, "", f"{name}.yaml")
     if name == "train":
         _check_train_combinations(cfg)
 

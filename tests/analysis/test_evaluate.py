@@ -192,3 +192,19 @@ def test_eval_all_with_an_export_alone_skips_the_tasks_that_need_the_decoder(eva
     assert "skipped compress: needs the decoder" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="mmae-eval: task=compress needs the decoder"):
         eval_main([f"encoder={eval_run / 'encoder'}", "task=compress"])
+
+
+def test_a_task_named_by_import_path_needs_trust_code_and_an_evaluation_subclass():
+    from mmae.analysis.cluster import Cluster
+    from mmae.cli.evaluate import user_task
+    from mmae.core.errors import ArtifactError
+
+    assert user_task("probe", trust_code=False) is None  # one of mmae's, by its name
+    with pytest.raises(ArtifactError, match=r"task=mmae\.analysis\.cluster\.Cluster.*trust_code"):
+        user_task("mmae.analysis.cluster.Cluster", trust_code=False)
+    assert user_task("mmae.analysis.cluster.Cluster", trust_code=True) is Cluster
+    assert Cluster.section == "cluster"
+    with pytest.raises(ArtifactError, match="not a Evaluation subclass"):
+        user_task("collections.OrderedDict", trust_code=True)
+    with pytest.raises(ArtifactError, match="cannot import"):
+        user_task("my_missing_package.MyTask", trust_code=True)

@@ -49,13 +49,13 @@ def _files() -> dict[str, str]:
     return files
 
 
-def _train_commands() -> list[str]:
-    """Every `mmae-train` command of the doc's bash blocks, continuation lines joined."""
+def _commands(program: str) -> list[str]:
+    """Every command of the doc's bash blocks that runs `program`, continuation lines joined."""
     commands = []
     for language, body in _blocks():
         if language == "bash":
             joined = re.sub(r"\\\n\s*", " ", body)
-            commands += [line.strip() for line in joined.splitlines() if re.search(r"\bmmae-train\b", line)]
+            commands += [line.strip() for line in joined.splitlines() if re.search(rf"\b{program}\b", line)]
     return commands
 
 
@@ -83,8 +83,9 @@ def project(tmp_path_factory):
 
 def test_the_doc_holds_the_worked_example():
     assert set(_files()) == {"mylab/signals.py", "conf/modality/signal.yaml", "mylab/fusion.py",
-                             "conf/fusion/max.yaml", "mylab/losses.py", "conf/objective/decorrelated.yaml"}
-    commands = _train_commands()
+                             "conf/fusion/max.yaml", "mylab/losses.py", "conf/objective/decorrelated.yaml",
+                             "mylab/tasks.py"}
+    commands = _commands("mmae-train")
     assert len(commands) == 3  # the synthetic run, the manifest run, the fusion + loss term run
     assert all(c.startswith('PYTHONPATH=$PWD mmae-train "hydra.searchpath=[file://$PWD/conf]"')
                for c in commands)
@@ -94,7 +95,7 @@ def test_the_doc_holds_the_worked_example():
 def test_the_signal_command_trains_exports_and_learns(project, monkeypatch):
     """The doc's first command, through the shell and the `mmae-train` console script, then
     the doc's Python that loads what it wrote."""
-    command = _train_commands()[0]
+    command = _commands("mmae-train")[0]
     assert "'modality=[image,signal]'" in command and "data=manifest" not in command
     run = project / "runs" / "signal"  # the command's own paths.output_dir
     assert "paths.output_dir=runs/signal" in command
@@ -131,6 +132,27 @@ def test_the_signal_command_trains_exports_and_learns(project, monkeypatch):
     exec(compile(snippet, str(DOC), "exec"), namespace)  # the doc's loading example, as written
     assert namespace["codes"].shape == (4, encoder.latent_dim)
     assert type(namespace["model"].modalities["signal"]).__name__ == "SignalModality"
+
+    # The doc's evaluation task of its own, by import path: refused without trust_code, then run.
+    (evaluate,) = _commands("mmae-eval")
+    assert "task=mylab.tasks.ClassSeparation" in evaluate and "run=runs/signal" in evaluate
+    refused = subprocess.run(["bash", "-c", evaluate.replace(" trust_code=true", "")], cwd=project,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1 and "trust_code" in refused.stderr, refused.stderr[-2000:]
+    assert not (run / "class_separation.json").exists()
+    result = subprocess.run(["bash", "-c", evaluate], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "class separation (test):" in result.stdout
+    separation = json.loads((run / "class_separation.json").read_text())
+    assert separation["split"] == "test" and 0 < separation["between_class_share"] < 1
+    options = subprocess.run(["bash", "-c", f"{evaluate} +class_separation.split=val"], cwd=project,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert options.returncode == 0, options.stderr[-3000:]
+    assert json.loads((run / "class_separation.json").read_text())["split"] == "val"
+    typo = subprocess.run(["bash", "-c", f"{evaluate} +class_separation.splitt=val"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert typo.returncode == 1 and "class_separation.splitt" in typo.stderr, typo.stderr[-2000:]
 
 
 def _write_signals(folder: Path, rows: int = 10) -> tuple[Path, list[np.ndarray]]:
@@ -178,7 +200,7 @@ def test_the_manifest_command_trains_on_the_files(project, tmp_path):
     """The doc's manifest command, in-process, on the signal files alone (the doc's manifest
     also has images); the per-channel statistics are fitted from the files."""
     manifest, arrays = _write_signals(tmp_path / "data")
-    command = _train_commands()[1]
+    command = _commands("mmae-train")[1]
     assert "data=manifest" in command
     overrides = [o for o in _overrides(command, project) if not o.startswith(("modality=", "data.path="))]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -197,7 +219,7 @@ def test_the_manifest_command_trains_on_the_files(project, tmp_path):
 def test_the_fusion_and_loss_term_command(project, tmp_path):
     """The doc's third command, in-process: its fusion and its objective config are used,
     the term is logged, and the export names the fusion by import path."""
-    command = _train_commands()[2]
+    command = _commands("mmae-train")[2]
     overrides = _overrides(command, project)
     assert {"fusion=max", "objective=decorrelated"} <= set(overrides)
     run = tmp_path / "run"
