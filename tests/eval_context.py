@@ -6,21 +6,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from omegaconf import OmegaConf
 
-from mmae import load_checkpoint_model, load_encoder
 from mmae.analysis.tasks import EvalContext
-from mmae.config.build import build
+from mmae.config.assembly import build_eval_context, evaluation_config
 
 
 def eval_context(run, model: bool = True, figures=None, **options) -> EvalContext:
-    """The context `mmae-eval run=<run>` builds: the export, the data, and the checkpoint's
-    model unless `model=False` (an export alone)."""
-    cfg = OmegaConf.load(run / "config.yaml")
-    trained = load_checkpoint_model(run / "checkpoints" / "best.ckpt")
-    datamodule = build(cfg.data, _partial_=True)(modalities=trained.modalities)
-    return EvalContext(load_encoder(run / "encoder"), datamodule, trained if model else None,
-                       figures=figures, options=options)
+    """The context `mmae-eval run=<run>` builds (the export, the run's data, the checkpoint's
+    model), without the model when `model=False` (an export alone)."""
+    context = build_eval_context(evaluation_config([f"run={run}"]), run, figures=figures)
+    context.model = context.model if model else None
+    context.options = options
+    return context
 
 
 @contextmanager

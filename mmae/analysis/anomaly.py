@@ -19,7 +19,7 @@ from torch import Tensor
 from mmae.analysis.reconstruction import leave_one_out
 from mmae.core.errors import DataError
 from mmae.core.model import MultimodalAutoencoder, evaluating
-from mmae.data.batch import features_of
+from mmae.data.batch import features_of, nonempty
 
 COMBINED = "combined"
 
@@ -40,9 +40,7 @@ def sample_errors(model: MultimodalAutoencoder, batches: Iterable[Mapping | None
     columns: dict[str, list[Tensor]] = {}
     flags, ids, seen = [], [], 0
     with evaluating(model):
-        for batch in batches:
-            if batch is None:
-                continue
+        for batch in nonempty(batches):
             features, present, raw = features_of(model.encoder, batch)
             reconstructions = model(features, present, raw=raw).reconstructions
             for name, modality in model.modalities.items():

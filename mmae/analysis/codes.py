@@ -15,7 +15,7 @@ from torch import Tensor
 from mmae.artifacts.export import FrozenEncoder
 from mmae.core.errors import DataError
 from mmae.core.model import MultimodalAutoencoder
-from mmae.data.batch import features_of
+from mmae.data.batch import features_of, nonempty
 
 CodeFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], Mapping[str, Tensor]], Tensor]
 
@@ -53,9 +53,7 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="encoding")
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         features, present, raw = features_of(encoder.encoder, batch, names)
         keep = torch.stack(list(present.values()), dim=1).any(dim=1)
         if keep.any():

@@ -39,7 +39,7 @@ from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.core.registry import EVALUATIONS
-from mmae.data.batch import features_of
+from mmae.data.batch import features_of, nonempty
 
 Tensors = dict[str, Tensor]
 #: `(features, present, raw) -> every modality's features` (the inputs' modalities only given).
@@ -80,9 +80,7 @@ def fit_modality_classifier(train_x: Tensor, train_y: Tensor, num_classes: int) 
 
 def labelled_batches(model: MultimodalAutoencoder, batches: Iterable) -> Iterable[Batch]:
     """Each batch's features, presence, raw inputs and labels, keeping the labelled samples."""
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         keep = batch["label"] >= 0
         if keep.any():
             features, present, raw = features_of(model.encoder, batch)

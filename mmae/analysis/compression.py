@@ -24,7 +24,7 @@ from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.model import MultimodalAutoencoder, evaluating
 from mmae.core.registry import EVALUATIONS
-from mmae.data.batch import features_of
+from mmae.data.batch import features_of, nonempty
 
 #: The defaults of `conf/evaluate.yaml`'s `compress:` section.
 LEVELS = [2, 4, 8, 16, 32, 64]
@@ -61,9 +61,7 @@ def gather_samples(model: MultimodalAutoencoder, batches, limit: int) -> Samples
     parts: dict[str, list] = {}
     present: dict[str, list] = {}
     ids, seen = [], 0
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         features, masks, _ = features_of(model.encoder, batch)
         keep = torch.stack(list(masks.values()), dim=1).any(dim=1).cpu()
         for name, x in features.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mmae.analysis.codes import Features, encode_batches, flat_inputs
+from mmae.analysis.codes import Features, flat_inputs
 from mmae.analysis.reconstruction import (
     estimate_baselines,
     format_imputation,
@@ -18,7 +18,12 @@ from mmae.analysis.reconstruction import (
 from mmae.artifacts.export import FrozenEncoder
 from mmae.core.errors import DataError
 from mmae.core.model import MultimodalAutoencoder
-from mmae.data.batch import features_of, to_device
+from mmae.data.batch import features_of, nonempty, to_device
+
+#: A split's codes, from all modalities (None) or a subset: `EvalContext.codes`.
+CodesOf = Callable[[str, Sequence[str] | None], Features]
+#: A split's flattened inputs and labels, of all modalities (None) or a subset: `EvalContext.inputs`.
+InputsOf = Callable[[str, Sequence[str] | None], tuple[Tensor, Tensor]]
 
 Classifier = Callable[[Tensor], Tensor]
 
@@ -80,9 +85,7 @@ def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None], max_s
     modality is missing), with the labels: what a baseline without learning gets to see."""
     names = list(modalities or encoder.modalities)
     rows, labels, seen = [], [], 0
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         features, present, _ = features_of(encoder.encoder, batch, names)
         keep = torch.stack([present[n] for n in names], dim=1).any(dim=1).cpu()
         rows.append(flat_inputs(features, present, names)[keep])
@@ -121,9 +124,7 @@ def imputation_errors(model: MultimodalAutoencoder, train_batches: Iterable, tes
     model.eval()
     baselines = estimate_baselines(model, train_batches)
     totals: dict[str, list[float]] = {}
-    for batch in test_batches:
-        if batch is None:
-            continue
+    for batch in nonempty(test_batches):
         features, present, raw = features_of(model.encoder, batch)
         sums = reconstruction_sums(model, features, present, baselines, raw=raw)
         for key, (total, count) in sums.items():
@@ -145,9 +146,7 @@ def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
 
     noise, generator = GaussianNoise(sigma, standardised=False), torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         clean, present, raw = features_of(model.encoder, batch)
         clean = {n: x for n, x in clean.items() if n not in raw}
         present = {n: p for n, p in present.items() if n not in raw}
@@ -212,36 +211,26 @@ def format_denoising(results: dict, sigma: float) -> str:
     return "\n".join(lines)
 
 
-def evaluate(encoder: FrozenEncoder, datamodule, model: MultimodalAutoencoder | None = None,
-             latent_map: Path | None = None, projection: str = "pca") -> dict:
+def probe_results(codes: CodesOf, inputs: InputsOf, modalities: Sequence[str], latent_dim: int,
+                  ) -> dict:
     """Linear probes (train split -> test split) of the codes from all modalities and from each
-    one alone, against PCA of the inputs with as many components as the code; cross-modal
-    imputation errors when the full `model` is given; a PNG map of the test codes (`projection`:
-    pca, tsne or umap; coloured by label) at `latent_map`."""
-    train_loader, test_loader = datamodule.train_dataloader(), datamodule.test_dataloader()
-    train_codes, test_codes = encode_batches(encoder, train_loader), encode_batches(encoder, test_loader)
-    if latent_map is not None:
-        from mmae.analysis.latent_map import project_2d, save_png
-
-        save_png(latent_map, project_2d(test_codes.codes, projection), test_codes.labels,
-                 title=f"test codes ({projection} of {encoder.latent_dim} dimensions)")
+    one alone, beside the same probe on the raw inputs (all, and each alone) and on PCA of the
+    inputs with as many components as the code. `codes(split, modalities)` and
+    `inputs(split, modalities)` give a split's codes and flattened inputs (`EvalContext`'s,
+    computed once for every task that reads them)."""
+    train_codes, test_codes = codes("train", None), codes("test", None)
     probes = {"all modalities": _probe(train_codes, test_codes)}
-    for name in encoder.modalities:
-        probes[f"{name} only"] = _probe(encode_batches(encoder, train_loader, [name]),
-                                        encode_batches(encoder, test_loader, [name]))
-    train_x, train_y = input_features(encoder, train_loader)
-    test_x, test_y = input_features(encoder, test_loader)
-    train_pca, test_pca = pca(train_x, test_x, encoder.latent_dim)
-    probes[f"PCA-{encoder.latent_dim} of the inputs"] = _input_probe((train_pca, train_y), (test_pca, test_y))
+    for name in modalities:
+        probes[f"{name} only"] = _probe(codes("train", [name]), codes("test", [name]))
+    train_x, train_y = inputs("train", None)
+    test_x, test_y = inputs("test", None)
+    train_pca, test_pca = pca(train_x, test_x, latent_dim)
+    probes[f"PCA-{latent_dim} of the inputs"] = _input_probe((train_pca, train_y), (test_pca, test_y))
     raw = {"all modalities": _input_probe((train_x, train_y), (test_x, test_y))}
-    for name in encoder.modalities:
-        raw[f"{name} only"] = _input_probe(input_features(encoder, train_loader, modalities=[name]),
-                                           input_features(encoder, test_loader, modalities=[name]))
-    results = {"samples": {"train": len(train_codes.codes), "test": len(test_codes.codes)},
-               "linear_probe_accuracy": probes, "raw_input_probe_accuracy": raw}
-    if model is not None:
-        results["imputation"] = imputation_errors(model, train_loader, test_loader)
-    return results
+    for name in modalities:
+        raw[f"{name} only"] = _input_probe(inputs("train", [name]), inputs("test", [name]))
+    return {"samples": {"train": len(train_codes.codes), "test": len(test_codes.codes)},
+            "linear_probe_accuracy": probes, "raw_input_probe_accuracy": raw}
 
 
 def _percent(value: float | None) -> str:

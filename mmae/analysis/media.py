@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mmae.analysis.reconstruction import leave_one_out
 from mmae.core.model import MultimodalAutoencoder, evaluating
-from mmae.data.batch import features_of  # noqa: F401  (the callback reads a batch through it)
+from mmae.data.batch import features_of, nonempty  # noqa: F401  (the callback reads a batch through features_of)
 
 #: Rows of a modality's media, in order.
 ROWS = ("input", "from all", "from the others")
@@ -27,9 +27,7 @@ def gather(batches: Iterable[Mapping | None], limit: int) -> dict | None:
     of tensors only; skipped batches, None, are passed over). None when there is no sample."""
     parts: list[Mapping] = []
     count = 0
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         parts.append(batch)
         count += _batch_size(batch)
         if count >= limit:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from mmae.core.model import AutoencoderOutput, MultimodalAutoencoder
-from mmae.data.batch import features_of
+from mmae.data.batch import features_of, nonempty
 
 Sums = dict[str, tuple[Tensor, Tensor]]
 
@@ -105,11 +105,9 @@ def estimate_baselines(model: MultimodalAutoencoder, batches: Iterable[Mapping],
     category frequencies for discrete ones)."""
     totals: dict[str, Tensor] = {}
     counts = dict.fromkeys(model.modalities, 0)
-    for i, batch in enumerate(batches):
+    for i, batch in enumerate(nonempty(batches)):
         if max_batches is not None and i >= max_batches:
             break
-        if batch is None:  # every sample of the batch was skipped (manifest on_error=skip)
-            continue
         features, present, _ = features_of(model.encoder, batch)
         for name, modality in model.modalities.items():
             mask = present[name]

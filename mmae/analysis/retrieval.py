@@ -26,7 +26,7 @@ from typing import ClassVar
 import numpy as np
 
 from mmae.analysis import ranking as rk
-from mmae.analysis.evaluate import Features
+from mmae.analysis.codes import Features
 from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
 from mmae.core.errors import ConfigError
 from mmae.core.registry import EVALUATIONS

@@ -38,7 +38,7 @@ from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
 from mmae.core.corruption import GaussianNoise
 from mmae.core.model import MultimodalAutoencoder, evaluating
 from mmae.core.registry import EVALUATIONS
-from mmae.data.batch import features_of, to_device
+from mmae.data.batch import features_of, nonempty, to_device
 
 Tensors = dict[str, Tensor]
 #: `(features, present) -> (the features given to the encoder, their presence)`.
@@ -108,9 +108,7 @@ def measure(encoder, batches: Iterable, conditions: Mapping[str, Condition], raw
     clean features."""
     code_of, names = code_function(encoder), list(encoder.modalities)
     measured = {key: Measured() for key in conditions}
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         features, present, raw = features_of(encoder.encoder, batch)
         for key, condition in conditions.items():
             given, given_present = condition(features, present)
@@ -148,9 +146,7 @@ def baseline_errors(model: MultimodalAutoencoder, baselines: Mapping[str, Tensor
                     batches: Iterable) -> dict[str, float]:
     """Each modality's mean error of predicting the training mean (`estimate_baselines`)."""
     sums: dict[str, list[float]] = {}
-    for batch in batches:
-        if batch is None:
-            continue
+    for batch in nonempty(batches):
         features, present, _ = features_of(model.encoder, batch)
         for name, prediction in baselines.items():
             target = features[name][present[name]]

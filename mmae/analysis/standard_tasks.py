@@ -8,9 +8,10 @@ from pathlib import Path
 from mmae.analysis.anomaly import COMBINED, evaluate_anomalies, format_anomaly_results
 from mmae.analysis.evaluate import (
     denoising_errors,
-    evaluate,
     format_denoising,
     format_results,
+    imputation_errors,
+    probe_results,
     save_denoised,
 )
 from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
@@ -26,11 +27,19 @@ class Probe(Evaluation):
     needs_labels = True
 
     def run(self, context: EvalContext) -> TaskResult:
+        encoder = context.encoder
+        results = probe_results(context.codes, context.inputs, list(encoder.modalities), encoder.latent_dim)
+        if context.model is not None:
+            results["imputation"] = imputation_errors(context.model, context.loader("train"),
+                                                      context.loader("test"))
         picture = context.figure("latent_map.png")
-        projection = context.options.get("projection", "pca")
-        results = evaluate(context.encoder, context.datamodule, context.model, latent_map=picture,
-                           projection=projection)
         if picture is not None:
+            from mmae.analysis.latent_map import project_2d, save_png
+
+            projection = context.options.get("projection", "pca")
+            test = context.codes("test")
+            save_png(picture, project_2d(test.codes, projection), test.labels,
+                     title=f"test codes ({projection} of {encoder.latent_dim} dimensions)")
             results["latent_map"] = str(picture)
         probes = results["linear_probe_accuracy"]
         summary = {"probe all": probes["all modalities"],

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from mmae.analysis.evaluate import Features, encode_batches, input_features
+from mmae.analysis.codes import Features, encode_batches
+from mmae.analysis.evaluate import input_features
 from mmae.artifacts.export import FrozenEncoder
 from mmae.core.errors import ConfigError
 from mmae.core.model import MultimodalAutoencoder
@@ -52,12 +53,13 @@ class EvalContext:
             self._codes[key] = encode_batches(self.encoder, self.loader(split), modalities)
         return self._codes[key]
 
-    def inputs(self, split: str) -> tuple[Tensor, Tensor]:
-        """The split's preprocessed inputs flattened side by side, with the labels (the
-        raw-input baselines' view), computed once."""
-        if split not in self._inputs:
-            self._inputs[split] = input_features(self.encoder, self.loader(split))
-        return self._inputs[split]
+    def inputs(self, split: str, modalities: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
+        """The split's preprocessed inputs (of all modalities, or of a subset) flattened side
+        by side, with the labels (the raw-input baselines' view), computed once."""
+        key = (split, tuple(modalities) if modalities is not None else None)
+        if key not in self._inputs:
+            self._inputs[key] = input_features(self.encoder, self.loader(split), modalities=modalities)
+        return self._inputs[key]
 
     def figure(self, name: str) -> Path | None:
         """Where a task draws `name` (a PNG), or None when no figures are wanted."""

@@ -6,16 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 from omegaconf import OmegaConf
 
 from mmae.analysis.catalog import ALL, tasks
-from mmae.analysis.tasks import EvalContext, Evaluation, TaskResult
+from mmae.analysis.tasks import Evaluation, TaskResult
 from mmae.artifacts.atomic import write_text_atomic
-from mmae.artifacts.export import FrozenEncoder, describe, load_checkpoint_model, load_encoder
 from mmae.cli.runner import run_command
-from mmae.config.build import build
-from mmae.config.compose import compose_config
+from mmae.config.assembly import build_eval_context, evaluation_config
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError
 from mmae.core.registry import EVALUATIONS
@@ -44,25 +41,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _evaluate(overrides: list[str]) -> None:
-    # validated below, once `run=DIR` has lent its data config
-    cfg = compose_config("evaluate", overrides, validate=False)
+    cfg = evaluation_config(overrides)  # validated below, once a task of the user's own is known
     run = Path(cfg.run) if cfg.run else None
-    switches_data = any(o.startswith(("data=", "+data=")) for o in overrides)
-    if run and (run / "config.yaml").is_file() and not switches_data:
-        # Evaluate on the data the run trained on, with this command's data.* overrides on top.
-        try:
-            trained = OmegaConf.load(run / "config.yaml")
-        except yaml.YAMLError as error:  # mmae-train writes it atomically: damaged since
-            raise ConfigError(f"{run / 'config.yaml'} is truncated or corrupt: "
-                              f"{' '.join(str(error).split())}") from None
-        for override in overrides:
-            key, _, value = override.lstrip("+").partition("=")
-            if key.startswith("data."):
-                OmegaConf.update(trained, key, yaml.safe_load(value), force_add=True)
-        cfg.data = trained.data
     own_task = user_task(cfg.task, cfg.trust_code)
     validate_config(cfg, "evaluate", {"task": str, own_task.section: own_task.options} if own_task else None)
-    context = _context(cfg, run)
+    figures = _output_path(cfg, run, "eval.json", single=True)
+    context = build_eval_context(cfg, run, figures=figures.parent if figures else None)
     classes = ({own_task.section: own_task} if own_task else
                {name: EVALUATIONS[name] for name in (tasks() if cfg.task == ALL else [cfg.task])})
     outcomes, skipped = {}, {}
@@ -105,26 +89,6 @@ def user_task(reference: str, trust_code: bool) -> type[Evaluation] | None:
 SHARED_OPTIONS = ("projection", "noise_std", "cleaned")
 #: Result files whose names predate task=all (the others are `<task>.json`).
 RESULT_FILES = {"probe": "eval.json"}
-
-
-def _context(cfg, run: Path | None) -> EvalContext:
-    """The run as every task reads it: the export, the whole model when a checkpoint is known,
-    the data, where figures go."""
-    encoder_dir = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
-    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else (
-        run / "checkpoints" / "best.ckpt" if run else None)
-    if encoder_dir is None:
-        if checkpoint is None:
-            raise ConfigError("give run=DIR (an mmae-train output) or encoder=DIR")
-        model = load_checkpoint_model(checkpoint, trust_code=cfg.trust_code)
-        encoder = FrozenEncoder(model.encoder, describe(model))
-    else:
-        encoder = load_encoder(encoder_dir, trust_code=cfg.trust_code)
-        model = load_checkpoint_model(checkpoint, trust_code=cfg.trust_code) if checkpoint else None
-    datamodule = build(cfg.data, _partial_=True)(modalities=encoder.modalities)
-    figures = _output_path(cfg, run, "eval.json", single=True)
-    return EvalContext(encoder, datamodule, model, figures=figures.parent if figures else None,
-                       seed=cfg.seed)
 
 
 def _output_path(cfg, run: Path | None, default_name: str, single: bool) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmae.analysis.evaluate import Features, encode_batches
+from mmae.analysis.codes import Features, encode_batches
 from mmae.artifacts.atomic import write_atomic
 from mmae.artifacts.export import load_encoder
 from mmae.cli.runner import run_command

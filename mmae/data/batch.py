@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +35,12 @@ def split_batch(batch: Mapping, modalities: Iterable[str]) -> tuple[dict[str, Te
 
 
 Tensors = dict[str, Tensor]
+
+
+def nonempty(batches: Iterable[Any]) -> Iterator[Any]:
+    """The batches that hold a sample: a manifest read with `on_error="skip"` collates a batch
+    whose every sample failed to load as None (Lightning's loops take it and count nothing)."""
+    return (batch for batch in batches if batch is not None)
 
 
 def features_of(encoder: Any, batch: Mapping,

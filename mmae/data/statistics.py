@@ -10,6 +10,7 @@ import torch
 
 from mmae.core.errors import DataError
 from mmae.core.modality import MIN_STD, Modality
+from mmae.data.batch import nonempty
 
 
 class Moments:
@@ -47,10 +48,8 @@ class FeatureStatistics:
         self.moments = {n: Moments(m.statistics_axis) for n, m in self.needing.items()}
 
     @torch.no_grad()
-    def add(self, batch: dict | None) -> None:
+    def add(self, batch: dict) -> None:
         """Add a collated batch: the features of the samples where each modality is present."""
-        if batch is None:  # every sample of the batch was skipped
-            return
         for name, preprocessor in self.preprocessors.items():
             mask = batch["present"][name]
             if bool(mask.any()):
@@ -73,6 +72,6 @@ def fit_feature_statistics(modalities: Mapping[str, Modality], batches: Iterable
     the features (after the modality's preprocessing: the log-mel of a waveform) of the
     samples where it is present."""
     statistics = FeatureStatistics(modalities)
-    for batch in batches:
+    for batch in nonempty(batches):
         statistics.add(batch)
     statistics.apply(where)

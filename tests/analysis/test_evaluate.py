@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmae import load_encoder
-from mmae.analysis.evaluate import encode_batches, format_results, linear_probe, pca
+from mmae.analysis.codes import encode_batches
+from mmae.analysis.evaluate import format_results, linear_probe, pca
 from mmae.cli.evaluate import main as eval_main
 from mmae.cli.features import main as features_main
 from mmae.cli.train import train

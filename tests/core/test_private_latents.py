@@ -10,7 +10,7 @@ import torch
 from export_signing import as_unsigned_format
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.analysis.evaluate import encode_batches
+from mmae.analysis.codes import encode_batches
 from mmae.artifacts.export import build_model, describe, export_encoder, load_checkpoint_model
 from mmae.cli.features import main as features_main
 from mmae.core.corruption import ModalityDropout

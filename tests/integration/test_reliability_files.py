@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.analysis.evaluate import Features
+from mmae.analysis.codes import Features
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.artifacts.export import export_encoder, load_checkpoint_model

@@ -557,7 +557,7 @@ def test_an_encoder_onnx_cannot_trace_is_refused_with_a_clear_message(backbone_r
 
 
 def test_mmae_features_encodes_raw_images_and_waveforms_as_training_did(backbone_run, tmp_path):
-    from mmae.analysis.evaluate import encode_batches
+    from mmae.analysis.codes import encode_batches
     from mmae.cli.features import main as features_main
 
     folder, objects = backbone_run
