@@ -123,6 +123,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         """The dataset of one split, ready to be read (subclasses decode or cache it here)."""
         return self.dataset(split)
 
+    def split_size(self, split: str) -> int:
+        """The distinct samples a split can yield, whichever of them this process reads (what
+        the per-sample caches hold)."""
+        return len(self.dataset(split))
+
     @property
     def label_map(self) -> LabelMap | None:
         """The data's labels (class index -> the label as given), None without labels."""
@@ -249,6 +254,11 @@ class StreamDataModule(MultimodalDataModule):
 
     def _describe(self, split: str) -> str:
         return f"{self.shards.location} ({split})"
+
+    def split_size(self, split: str) -> int:
+        # Under DDP a streamed split's length is this rank's share, and which samples make the
+        # share changes with the epoch: the split's whole count bounds what a rank may see.
+        return int(self.shards.meta["splits"].get(split, {}).get("samples", 0))
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.ready(split)

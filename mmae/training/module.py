@@ -263,7 +263,8 @@ class AutoencoderModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if not hasattr(datamodule, "dataset"):  # samples are cached by their index in a split
             return
-        capacity = {stage: len(datamodule.dataset(stage)) for stage in ("train", "val")}
+        size = getattr(datamodule, "split_size", lambda split: len(datamodule.dataset(split)))
+        capacity = {stage: size(stage) for stage in ("train", "val")}
         cache_dir = getattr(datamodule, "cache_dir", None)
         preprocessed = cacheable_preprocessors(self.model.encoder) if self.cache_features else []
         if preprocessed and self.features is None:
