@@ -4,10 +4,10 @@ The top-level namespace stays light (no Lightning, Hydra or W&B import) so that 
 encoder can be used from code that has none of the training stack.
 """
 
-from mmae.analysis.applications import denoise, fit_sampler, generate, impute
 from mmae.artifacts.export import load_checkpoint_model, load_encoder
 from mmae.core.errors import ArtifactError, ConfigError, DataError, InputError, MMAEError
 from mmae.core.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
+from mmae.evaluation.applications import denoise, fit_sampler, generate, impute
 from mmae.version import __version__
 
 __all__ = [

@@ -18,11 +18,11 @@ import time
 
 from hydra import compose, initialize_config_dir
 
-from mmae.analysis.evaluate import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
 from mmae.cli.train import train
 from mmae.config import CONFIG_DIR
 from mmae.config.assembly import build_module
 from mmae.config.variants import VARIANTS
+from mmae.evaluation.probes import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
 
 QUIET = ["logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(SCRIPTS))
 from bench_realdata import Run, train, train_args, write_json  # noqa: E402  (sibling scripts)
 from realdata import build_spoken_digits  # noqa: E402
 
-from mmae.analysis.codes import encode_batches  # noqa: E402
 from mmae.config.build import build  # noqa: E402
+from mmae.evaluation.codes import encode_batches  # noqa: E402
 
 LATENT = 256
 SHOWN = 48

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import torch
 
-from mmae.analysis.tasks import EvalContext
 from mmae.config.assembly import build_eval_context, evaluation_config
+from mmae.evaluation.base import EvalContext
 
 
 def eval_context(run, model: bool = True, figures=None, **options) -> EvalContext:

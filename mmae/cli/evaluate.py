@@ -1,4 +1,4 @@
-"""`mmae-eval run=DIR [task=...]`: every evaluation of a trained run (`mmae.analysis.catalog`)."""
+"""`mmae-eval run=DIR [task=...]`: every evaluation of a trained run (`mmae.evaluation.catalog`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mmae.analysis.catalog import ALL, tasks
-from mmae.analysis.tasks import Evaluation, TaskResult
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.cli.runner import run_command
 from mmae.config.assembly import build_eval_context, evaluation_config
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError
 from mmae.core.registry import EVALUATIONS
+from mmae.evaluation.base import Evaluation, TaskResult
+from mmae.evaluation.catalog import ALL, tasks
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mmae.analysis.codes import Features, encode_batches
 from mmae.artifacts.atomic import write_atomic
 from mmae.artifacts.export import load_encoder
 from mmae.cli.runner import run_command
@@ -31,6 +30,7 @@ from mmae.config import build, compose_config
 from mmae.core.errors import ConfigError
 from mmae.data.batch import SPLITS
 from mmae.data.labels import UNLABELLED, LabelMap
+from mmae.evaluation.codes import Features, encode_batches
 
 FORMATS = (".npz", ".npy", ".parquet")
 

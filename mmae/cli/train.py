@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from mmae.analysis.reconstruction import format_imputation, imputation_summary
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.export import export_encoder
 from mmae.cli.runner import run_command
@@ -38,6 +37,7 @@ from mmae.config.resume import check_fresh_output_dir, check_resumable, logger_a
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError, MMAEError, TrainingError
 from mmae.core.model import MultimodalAutoencoder, parameter_counts
+from mmae.evaluation.reconstruction import format_imputation, imputation_summary
 from mmae.training.interruption import InterruptCheckpoint, Interrupted, SignalStop
 from mmae.training.module import AutoencoderModule
 from mmae.training.quiet import quiet_lightning

@@ -19,12 +19,12 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.plugins import CheckpointIO
 from pytorch_lightning.strategies import Strategy
 
-from mmae.analysis.tasks import EvalContext
 from mmae.artifacts.export import FrozenEncoder, describe, load_checkpoint_model, load_encoder
 from mmae.config.build import build, build_modalities
 from mmae.config.compose import compose_config
 from mmae.config.schema import MMAE_TRAINER_KEYS
 from mmae.core.errors import ConfigError
+from mmae.evaluation.base import EvalContext
 from mmae.training.checkpoint_io import AtomicCheckpointIO
 from mmae.training.module import AutoencoderModule
 

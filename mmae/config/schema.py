@@ -70,9 +70,9 @@ def _train_schema() -> dict[str, Any]:
 
 
 def _evaluate_schema() -> dict[str, Any]:
-    from mmae.analysis.catalog import task_names
-    from mmae.analysis.latent_map import PROJECTIONS
     from mmae.core.registry import EVALUATIONS
+    from mmae.evaluation.catalog import task_names
+    from mmae.evaluation.latent_map import PROJECTIONS
 
     own = {name: EVALUATIONS[name].options for name in EVALUATIONS if EVALUATIONS[name].options}
     return {"task": Literal[tuple(task_names())], "projection": Literal[tuple(PROJECTIONS)],

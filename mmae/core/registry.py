@@ -117,5 +117,5 @@ def _import_class(reference: str, base: type, kind: str, where: str) -> type:
 MODALITIES: Registry = Registry("modality", former_module="mmae.modalities")
 FUSIONS: Registry = Registry("fusion", former_module="mmae.fusion")
 LOSS_TERMS: Registry = Registry("loss term")
-#: `mmae-eval` tasks (`mmae.analysis.tasks.Evaluation` subclasses), registered in `mmae.analysis`.
+#: `mmae-eval` tasks (`mmae.evaluation.base.Evaluation` subclasses), registered in `mmae.evaluation`.
 EVALUATIONS: Registry = Registry("evaluation task")

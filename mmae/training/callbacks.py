@@ -11,8 +11,8 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
-from mmae.analysis import media
 from mmae.core.errors import ConfigError
+from mmae.evaluation import media
 from mmae.training.tracking import recording, wandb_loggers
 
 
@@ -163,7 +163,7 @@ class ReconstructionMedia(pl.Callback):
 
     def _log_latent_map(self, loggers: list[WandbLogger], model: Any, features: dict, present: dict,
                         raw: dict, labels: torch.Tensor | None, epoch: int, step: int) -> None:
-        from mmae.analysis.latent_map import project_2d, scatter_image
+        from mmae.evaluation.latent_map import project_2d, scatter_image
 
         n = self.max_points
         codes = media.latent_codes(model, {m: x[:n] for m, x in features.items()},

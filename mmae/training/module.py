@@ -12,7 +12,6 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from mmae.analysis.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
 from mmae.artifacts.export import describe
 from mmae.core.corruption import NoCorruption
 from mmae.core.errors import TrainingError
@@ -21,6 +20,7 @@ from mmae.core.objectives import Objective, ReconstructionLoss, Step
 from mmae.data.batch import features_of
 from mmae.data.feature_cache import FeatureCache, cacheable_preprocessors
 from mmae.data.stem_cache import StemCache, cacheable_modalities
+from mmae.evaluation.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
 from mmae.training import random_state
 from mmae.training.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
 from mmae.version import __version__

@@ -10,7 +10,6 @@ import torch
 from export_signing import as_unsigned_format
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.analysis.codes import encode_batches
 from mmae.artifacts.export import build_model, describe, export_encoder, load_checkpoint_model
 from mmae.cli.features import main as features_main
 from mmae.core.corruption import ModalityDropout
@@ -20,6 +19,7 @@ from mmae.core.gaussian import Posterior
 from mmae.core.model import AutoencoderOutput
 from mmae.core.objectives import KLDivergence, Objective, ReconstructionLoss, Step
 from mmae.data.batch import features_of
+from mmae.evaluation.codes import encode_batches
 from mmae.modalities import ImageModality, VectorModality
 
 LATENT, PRIVATE, BATCH = 4, 3, 6

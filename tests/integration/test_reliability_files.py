@@ -20,7 +20,6 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mmae import MultimodalAutoencoder, load_encoder
-from mmae.analysis.codes import Features
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.artifacts.export import export_encoder, load_checkpoint_model
@@ -32,6 +31,7 @@ from mmae.config import CONFIG_DIR
 from mmae.config.assembly import build_module, build_trainer
 from mmae.core.errors import ArtifactError, ConfigError, MMAEError
 from mmae.core.fusion import MeanFusion
+from mmae.evaluation.codes import Features
 from mmae.modalities import VectorModality
 from mmae.training.checkpoint_io import AtomicCheckpointIO
 

@@ -557,8 +557,8 @@ def test_an_encoder_onnx_cannot_trace_is_refused_with_a_clear_message(backbone_r
 
 
 def test_mmae_features_encodes_raw_images_and_waveforms_as_training_did(backbone_run, tmp_path):
-    from mmae.analysis.codes import encode_batches
     from mmae.cli.features import main as features_main
+    from mmae.evaluation.codes import encode_batches
 
     folder, objects = backbone_run
     output = tmp_path / "features.npz"

@@ -21,8 +21,8 @@ from pytorch_lightning.trainer.states import TrainerFn
 from wandb_records import read_offline_run, read_run
 
 import mmae.config  # noqa: F401 - registers the mmae.wandb_offline resolver
-from mmae.analysis import media
 from mmae.cli.train import train
+from mmae.evaluation import media
 from mmae.modalities.text import CLASS_WORDS
 from mmae.training.callbacks import ReconstructionMedia
 from mmae.training.module import AutoencoderModule
