@@ -162,7 +162,7 @@ class EpochTimer(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self._end = time.perf_counter()
-        self._samples += len(batch["index"])
+        self._samples += len(batch)
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.epochs.append((self._end - self._start, self._samples))

@@ -84,10 +84,10 @@ def loader(path: Path, workers: int, batch_size: int, cache: bool = True) -> tup
     start = time.perf_counter()
     data = ManifestDataModule(str(path), _modalities(), batch_size=batch_size, num_workers=workers,
                               split_fractions=(1.0, 0.0, 0.0), cache=cache)
-    count = sum(len(batch["index"]) for batch in data.train_dataloader())
+    count = sum(len(batch) for batch in data.train_dataloader())
     first = count / (time.perf_counter() - start)
     start = time.perf_counter()
-    count = sum(len(batch["index"]) for _ in range(2) for batch in data.train_dataloader())
+    count = sum(len(batch) for _ in range(2) for batch in data.train_dataloader())
     return first, count / (time.perf_counter() - start)
 
 
@@ -106,7 +106,7 @@ def stream(shards: Path, workers: int, batch_size: int) -> float:
     """Samples/s of two epochs of the `data=stream` training loader (building it included)."""
     start = time.perf_counter()
     data = StreamDataModule(str(shards), _modalities(), batch_size=batch_size, num_workers=workers)
-    count = sum(len(batch["index"]) for _ in range(2) for batch in data.train_dataloader())
+    count = sum(len(batch) for _ in range(2) for batch in data.train_dataloader())
     return count / (time.perf_counter() - start)
 
 

@@ -45,7 +45,7 @@ def plain_loop(overrides: list[str], warmup: int, steps: int) -> float:
             if done == warmup:
                 start = time.perf_counter()
             if done >= warmup:
-                samples += len(next(iter(batch["present"].values())))
+                samples += len(batch)
             losses, _ = module._losses(batch, train=True)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()

@@ -47,7 +47,7 @@ class StepTimer(pl.Callback):
             self._sync(module)
             self.start = time.perf_counter()
         if self.start is not None:
-            self.samples += len(next(iter(batch["present"].values())))
+            self.samples += len(batch)
 
     def on_train_end(self, trainer, module) -> None:
         self._sync(module)

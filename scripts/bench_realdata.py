@@ -342,21 +342,20 @@ def plain_loop_seconds(run: Run) -> float:
     """Seconds of a hand-written training loop with `run`'s model, objective, corruption,
     optimizer, schedule, batch size and epochs, over the training split decoded beforehand
     (decoding and statistics fitting are not timed)."""
-    from torch.utils.data import default_collate
-
     from mmae.config import compose_config
     from mmae.config.assembly import build_module
     from mmae.core.objectives import Step
+    from mmae.data.batch import collate
 
     cfg = compose_config("train", run.args)
     torch.manual_seed(cfg.seed)
     module, datamodule = build_module(cfg)
     train_split = datamodule.dataset("train")
-    data = default_collate([train_split[i] for i in range(len(train_split))])
+    data = collate([train_split[i] for i in range(len(train_split))])
     model, objective, corruption = module.model, module.objective, module.corruption
     optimizer = module.optimizer_factory(params=model.parameters())
     scheduler = module.scheduler_factory(optimizer=optimizer) if module.scheduler_factory else None
-    names, rows, size = list(model.modalities), len(data["index"]), cfg.data.batch_size
+    names, rows, size = list(model.modalities), len(data), cfg.data.batch_size
     model.train()
     step = 0
     start = time.perf_counter()
@@ -364,8 +363,8 @@ def plain_loop_seconds(run: Run) -> float:
         order = torch.randperm(rows)
         for begin in range(0, rows, size):
             picked = order[begin:begin + size]
-            present = {n: data["present"][n][picked] for n in names}
-            inputs = model.encoder.preprocess({n: data[n][picked] for n in names})
+            present = {n: data.present[n][picked] for n in names}
+            inputs = model.encoder.preprocess({n: data.inputs[n][picked] for n in names})
             seen, seen_present = corruption(inputs, present, modalities=model.modalities)
             output = model(seen, seen_present,
                            unimodal_present=present if objective.needs_unimodal_codes else None)

@@ -138,7 +138,7 @@ def load_split(manifest: Path, model: mmae.MultimodalAutoencoder, split: str) ->
     dataset = ManifestDataset(manifest, model.modalities, split=split, val_fraction=0.0, cache=False)
     samples = list(dataset.decoded())
     names = list(model.modalities)
-    return Split({n: torch.stack([s[n] for s in samples]) for n in names},
+    return Split({n: torch.stack([s["inputs"][n] for s in samples]) for n in names},
                  {n: torch.stack([s["present"][n] for s in samples]) for n in names},
                  np.array([int(s["label"]) for s in samples]))
 

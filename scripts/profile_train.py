@@ -56,7 +56,7 @@ def flops_per_sample(module, datamodule) -> float:
         losses, _ = module._losses(batch, train=True)
         losses.total.backward()
     module.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / len(batch["index"])
+    return counter.get_total_flops() / len(batch)
 
 
 def profile(overrides: list[str]) -> dict:

@@ -66,7 +66,7 @@ def test_at_most_six_modules_at_the_top_of_the_package():
     top = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
     assert len(top) <= 6, top
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()} == {
-        "cli", "config", "training", "analysis", "data", "artifacts", "modalities", "core"}
+        "cli", "config", "training", "evaluation", "data", "artifacts", "modalities", "core"}
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mmae.core.model import MultimodalEncoder
-from mmae.data.batch import Tensors, split_batch, to_device
+from mmae.data.batch import Batch, Tensors, split_batch, to_device
 from mmae.data.stem_cache import StemStore
 
 
@@ -46,13 +46,13 @@ class FeatureCache:
         return self.stores[key]
 
     @torch.no_grad()
-    def features_of(self, encoder: MultimodalEncoder, batch: Mapping,
+    def features_of(self, encoder: MultimodalEncoder, batch: Batch,
                     stage: str) -> tuple[Tensors, Tensors, Tensors]:
         """As `mmae.data.batch.features_of(encoder, batch)`, with the cached modalities' features
         read from the cache where stored, else computed (on the clean raw input) and stored."""
         raw, present = split_batch(batch, list(encoder.modalities))
         device = next(encoder.parameters()).device
-        index = [int(i) for i in batch["index"]]
+        index = [int(i) for i in batch.index]
         cached: dict[str, Tensor] = {}
         for name in self.names:
             store = self._store(stage, name)

@@ -32,11 +32,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
-from mmae.data.batch import SPLITS
+from mmae.data.batch import SPLITS, make_sample
 from mmae.data.cache import DecodedCache, cache_bytes, default_cache_dir, entry_key, fits_in_memory
 from mmae.data.labels import UNLABELLED, LabelMap
 from mmae.data.manifest_files import empty_cell, read_manifest, unreadable_file
@@ -262,22 +262,19 @@ class ManifestDataset(Dataset):
         modality (zeros where missing), `present` masks, `label` (-1: none), `index` (the row
         number) and, with an `anomaly` column, the row's flag."""
         number, row = self.rows[index]
-        sample: dict[str, Any] = {"present": {}}
+        inputs, present = {}, {}
         for name, modality in self.modalities.items():
-            present = name in tensors
-            if not present:
-                dtype = torch.long if modality.dtype_kind == "long" else torch.float32
-                sample[name] = torch.zeros(modality.raw_shape, dtype=dtype)
+            present[name] = torch.tensor(name in tensors)
+            if name in tensors:
+                inputs[name] = tensors[name]
             else:
-                sample[name] = tensors[name]
-            sample["present"][name] = torch.tensor(present)
+                dtype = torch.long if modality.dtype_kind == "long" else torch.float32
+                inputs[name] = torch.zeros(modality.raw_shape, dtype=dtype)
         label = row.get("label")
         unlabelled = self.label_map is None or empty_cell(label)
-        sample["label"] = torch.tensor(UNLABELLED if unlabelled else self.label_map.index(label))
-        sample["index"] = torch.tensor(number)
-        if self.anomaly is not None:
-            sample["anomaly"] = torch.tensor(self.anomaly[number - 1])
-        return sample
+        label = UNLABELLED if unlabelled else self.label_map.index(label)
+        extras = {} if self.anomaly is None else {"anomaly": torch.tensor(self.anomaly[number - 1])}
+        return make_sample(inputs, present, torch.tensor(label), torch.tensor(number), **extras)
 
     def decoded(self, num_workers: int = 0, order: Sequence[int] | None = None) -> Iterator[dict[str, Any]]:
         """Every row's sample, decoded once by `num_workers` processes in row order (or in
@@ -427,13 +424,3 @@ class _Decoding(Dataset):
     def __getitem__(self, item: int):
         index = self.positions[item]
         return index, self.dataset._decode(index)
-
-
-def collate_skipping(samples: list[dict | None]) -> dict | None:
-    """Collate the samples that loaded; count those skipped (`on_error="skip"`)."""
-    kept = [s for s in samples if s is not None]
-    if not kept:
-        return None
-    batch = default_collate(kept)
-    batch["skipped"] = torch.tensor(len(samples) - len(kept))
-    return batch

@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from litdata import StreamingDataset
 from litdata.streaming.writer import BinaryWriter
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
 from mmae.core.registry import MODALITIES
-from mmae.data.batch import SPLITS
+from mmae.data.batch import SPLITS, Batch, collate, make_sample
 from mmae.data.labels import LabelMap
 from mmae.data.manifest import ManifestDataset
 from mmae.data.statistics import FeatureStatistics
@@ -68,13 +68,27 @@ class SplitWritten:
 
 def _item(sample: Mapping[str, Any], modalities: Iterable[str]) -> dict[str, Any]:
     """A manifest sample as a shard item: tensors for the modalities, plain values for the rest
-    (a 0-d tensor costs a header per sample)."""
-    item = {name: sample[name] for name in modalities}
+    (a 0-d tensor costs a header per sample). Items keep the layout shards were first written
+    in (the modalities beside `present`, `label`, `index`), so older shards still read."""
+    item = {name: sample["inputs"][name] for name in modalities}
     item["present"] = {name: bool(sample["present"][name]) for name in modalities}
     item["label"], item["index"] = int(sample["label"]), int(sample["index"])
-    if "anomaly" in sample:
-        item["anomaly"] = bool(sample["anomaly"])
+    if "anomaly" in sample["extras"]:
+        item["anomaly"] = bool(sample["extras"]["anomaly"])
     return item
+
+
+def _sample(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A shard item read back as a dataset sample (`make_sample`)."""
+    extras = {"anomaly": torch.tensor(bool(item["anomaly"]))} if "anomaly" in item else {}
+    present = {name: torch.tensor(bool(flag)) for name, flag in item["present"].items()}
+    return make_sample({name: item[name] for name in present}, present, torch.tensor(int(item["label"])),
+                       torch.tensor(int(item["index"])), **extras)
+
+
+def collate_items(items: list[Mapping[str, Any]]) -> Batch | None:
+    """The loaders' `collate_fn` for shards: items as written -> a `Batch`."""
+    return collate([_sample(item) for item in items])
 
 
 def _write_split(dataset: ManifestDataset, directory: Path, chunk_bytes: int | str, num_workers: int,
@@ -92,10 +106,10 @@ def _write_split(dataset: ManifestDataset, directory: Path, chunk_bytes: int | s
         if statistics is not None:
             pending.append(sample)
             if len(pending) == STATISTICS_BATCH:
-                statistics.add(default_collate(pending))
+                statistics.add(collate(pending))
                 pending = []
     if statistics is not None and pending:
-        statistics.add(default_collate(pending))
+        statistics.add(collate(pending))
     if written.samples:
         writer.done()
         writer.merge()

@@ -10,7 +10,7 @@ import torch
 
 from mmae.core.errors import DataError
 from mmae.core.modality import MIN_STD, Modality
-from mmae.data.batch import nonempty
+from mmae.data.batch import Batch, nonempty
 
 
 class Moments:
@@ -48,12 +48,12 @@ class FeatureStatistics:
         self.moments = {n: Moments(m.statistics_axis) for n, m in self.needing.items()}
 
     @torch.no_grad()
-    def add(self, batch: dict) -> None:
+    def add(self, batch: Batch) -> None:
         """Add a collated batch: the features of the samples where each modality is present."""
         for name, preprocessor in self.preprocessors.items():
-            mask = batch["present"][name]
+            mask = batch.present[name]
             if bool(mask.any()):
-                raw = batch[name][mask]
+                raw = batch.inputs[name][mask]
                 self.moments[name].add(raw if preprocessor is None else preprocessor(raw))
 
     def apply(self, where: str = "the training split") -> None:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mmae.core.model import MultimodalEncoder
 from mmae.core.presence import zero_missing
+from mmae.data.batch import Batch
 from mmae.data.cache import default_cache_dir, fits_in_memory
 
 log = logging.getLogger(__name__)
@@ -99,11 +100,11 @@ class StemCache:
         return self.stores[key]
 
     @torch.no_grad()
-    def lookup(self, encoder: MultimodalEncoder, batch: Mapping, features: Mapping[str, Tensor],
+    def lookup(self, encoder: MultimodalEncoder, batch: Batch, features: Mapping[str, Tensor],
                present: Mapping[str, Tensor], raw: Mapping[str, Tensor], stage: str) -> dict[str, Tensor]:
         """The stems of this batch's samples for every cacheable modality, on the features'
         device: read where stored, else computed (on the clean input) and stored."""
-        index = [int(i) for i in batch["index"]]
+        index = [int(i) for i in batch.index]
         stems = {}
         for name in self.names:
             store = self._store(stage, name)

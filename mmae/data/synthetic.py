@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mmae.core.errors import ConfigError
 from mmae.core.modality import Modality
-from mmae.data.batch import SPLITS
+from mmae.data.batch import SPLITS, make_sample
 from mmae.data.labels import LabelMap
 
 
@@ -135,10 +135,6 @@ class SyntheticMultimodal(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        sample: dict = {n: v[i] for n, v in self.views.items()}
-        sample["present"] = {n: p[i] for n, p in self.present.items()}
-        sample["label"] = self.labels[i]
-        sample["factors"] = self.factors[i]
-        sample["index"] = self.indices[i]
-        sample["anomaly"] = self.anomaly[i]
-        return sample
+        return make_sample({n: v[i] for n, v in self.views.items()},
+                           {n: p[i] for n, p in self.present.items()}, self.labels[i], self.indices[i],
+                           factors=self.factors[i], anomaly=self.anomaly[i])

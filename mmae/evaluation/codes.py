@@ -60,8 +60,8 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
             codes.append(code_of({n: x[keep] for n, x in features.items()},
                                  {n: p[keep] for n, p in present.items()},
                                  {n: x[keep] for n, x in raw.items()}))
-            labels.append(batch["label"][keep.cpu()])
-            ids.append(batch["index"][keep.cpu()])
+            labels.append(batch.labels[keep.cpu()])
+            ids.append(batch.index[keep.cpu()])
     encoder.train(was_training)
     if not codes:
         raise DataError(f"no sample has any of the modalities {names}")

@@ -15,38 +15,39 @@ import torch
 from torch import Tensor
 
 from mmae.core.model import MultimodalAutoencoder, evaluating
-from mmae.data.batch import features_of, nonempty  # noqa: F401  (the callback reads a batch through features_of)
+from mmae.data.batch import Batch, features_of, nonempty  # noqa: F401  (the callback reads a batch through features_of)
 from mmae.evaluation.reconstruction import leave_one_out
 
 #: Rows of a modality's media, in order.
 ROWS = ("input", "from all", "from the others")
 
 
-def gather(batches: Iterable[Mapping | None], limit: int) -> dict | None:
+def gather(batches: Iterable[Batch | Mapping | None], limit: int) -> Batch | None:
     """The first `limit` samples of successive batches, as one CPU batch (tensors and dicts
     of tensors only; skipped batches, None, are passed over). None when there is no sample."""
-    parts: list[Mapping] = []
+    parts: list[Batch] = []
     count = 0
     for batch in nonempty(batches):
         parts.append(batch)
-        count += _batch_size(batch)
+        count += len(batch)
         if count >= limit:
             break
-    return _concat(parts, limit) if parts else None
+    if not parts:
+        return None
+    return Batch(_concat([p.inputs for p in parts], limit), _concat([p.present for p in parts], limit),
+                 _cat([p.labels for p in parts], limit), _cat([p.index for p in parts], limit),
+                 _concat([p.extras for p in parts], limit))
 
 
-def _batch_size(batch: Mapping) -> int:
-    return len(next(iter(batch["present"].values())))
+def _cat(tensors: Sequence[Tensor], limit: int) -> Tensor:
+    return torch.cat([t.detach().cpu() for t in tensors])[:limit]
 
 
-def _concat(parts: Sequence[Mapping], limit: int) -> dict:
-    joined: dict = {}
-    for key, value in parts[0].items():
-        if isinstance(value, Tensor) and value.dim() > 0:
-            joined[key] = torch.cat([p[key].detach().cpu() for p in parts])[:limit]
-        elif isinstance(value, Mapping):
-            joined[key] = _concat([p[key] for p in parts], limit)
-    return joined
+def _concat(parts: Sequence[Mapping[str, Tensor]], limit: int) -> dict[str, Tensor]:
+    """Per key, the parts' tensors of one or more dimensions joined (counts such as `skipped`
+    are left out)."""
+    return {key: _cat([p[key] for p in parts], limit) for key, value in parts[0].items()
+            if isinstance(value, Tensor) and value.dim() > 0}
 
 
 def cross_reconstructions(model: MultimodalAutoencoder, features: Mapping[str, Tensor],

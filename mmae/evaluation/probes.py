@@ -89,7 +89,7 @@ def input_features(encoder: FrozenEncoder, batches: Iterable[dict | None], max_s
         features, present, _ = features_of(encoder.encoder, batch, names)
         keep = torch.stack([present[n] for n in names], dim=1).any(dim=1).cpu()
         rows.append(flat_inputs(features, present, names)[keep])
-        labels.append(batch["label"][keep])
+        labels.append(batch.labels[keep])
         seen += int(keep.sum())
         if seen >= max_samples:
             break
@@ -152,7 +152,7 @@ def denoised_batches(model: MultimodalAutoencoder, batches: Iterable, sigma: flo
         present = {n: p for n, p in present.items() if n not in raw}
         noisy, _ = noise({n: x.cpu() for n, x in clean.items()}, present, generator, model.modalities)
         noisy = to_device(noisy, device)
-        yield clean, noisy, denoise(model, noisy, present, preprocessed=True), present, batch.get("index")
+        yield clean, noisy, denoise(model, noisy, present, preprocessed=True), present, batch.index
 
 
 def denoising_errors(model: MultimodalAutoencoder, batches: Iterable, sigma: float,

@@ -132,7 +132,7 @@ class ReconstructionMedia(pl.Callback):
             previews = {row: modality.preview(x) for row, x in rows.items()}
             log = self._log_images if modality.preview_media == "image" else self._log_text
             log(loggers, name, previews, step)
-        self._log_latent_map(loggers, model, features, present, raw, batch.get("label"),
+        self._log_latent_map(loggers, model, features, present, raw, batch.labels,
                              trainer.current_epoch, step)
 
     @staticmethod

@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mmae.core.errors import ConfigError, DataError
 from mmae.core.modality import Modality
+from mmae.data.batch import check_modality_name, collate, collate_counting_skipped
 from mmae.data.labels import LabelMap
-from mmae.data.manifest import ManifestDataset, OnError, collate_skipping, fit_modalities
-from mmae.data.shards import ShardSet
+from mmae.data.manifest import ManifestDataset, OnError, fit_modalities
+from mmae.data.shards import ShardSet, collate_items
 from mmae.data.statistics import fit_feature_statistics
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,14 @@ class MultimodalDataModule(pl.LightningDataModule):
         if batch_size <= 0 or num_workers < 0:
             raise ConfigError(f"data: batch_size must be > 0 and num_workers >= 0, "
                               f"got batch_size={batch_size}, num_workers={num_workers}")
+        for name in modalities:
+            check_modality_name(name)
         self.dataset_factory = dataset
         self.modalities = dict(modalities)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.collate_fn = collate_fn
+        self.collate_fn = collate_fn or collate
         self.seed = seed
         self.datasets: dict[str, Dataset] = {}
         self.fit_statistics()
@@ -201,7 +204,7 @@ class ManifestDataModule(MultimodalDataModule):
 
         self.cache_dir = cache_dir  # (before super().__init__, which fits the statistics)
         super().__init__(dataset, modalities, batch_size, num_workers, pin_memory,
-                         collate_fn=collate_skipping, seed=seed)
+                         collate_fn=collate_counting_skipped, seed=seed)
 
     def fit_statistics(self) -> None:
         train = self.dataset("train")
@@ -263,7 +266,7 @@ class StreamDataModule(MultimodalDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.ready(split)
         if not isinstance(dataset, StreamingDataset):  # an empty split
-            return DataLoader(dataset, batch_size=self.batch_size)
+            return DataLoader(dataset, batch_size=self.batch_size, collate_fn=collate_items)
         if not shuffle:
             # Evaluation needs no resumable state, and LitData parts a split among ranks and
             # workers by whole batches of its loader: a small validation split would leave a
@@ -271,14 +274,15 @@ class StreamDataModule(MultimodalDataModule):
             dataset.set_batch_size(1)
             dataset.set_num_workers(self.num_workers)
             return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                              collate_fn=collate_items)
         trainer = self.trainer
         # (the epoch Lightning hands samplers' `set_epoch`: right while a resumed epoch starts,
         # when `trainer.current_epoch` still says the checkpoint's)
         return TrainerEpochLoader(dataset, epoch=lambda: trainer.fit_loop.epoch_progress.current.processed
                                   if trainer else None,
                                   batch_size=self.batch_size, num_workers=self.num_workers,
-                                  pin_memory=self.pin_memory,
+                                  pin_memory=self.pin_memory, collate_fn=collate_items,
                                   # (workers kept: LitData hands them each epoch's order)
                                   persistent_workers=self.num_workers > 0,
                                   # (else starting an iterator draws from the global generator)

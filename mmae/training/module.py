@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,7 +17,7 @@ from mmae.core.corruption import NoCorruption
 from mmae.core.errors import TrainingError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.core.objectives import Objective, ReconstructionLoss, Step
-from mmae.data.batch import features_of
+from mmae.data.batch import Batch, as_batch, features_of
 from mmae.data.feature_cache import FeatureCache, cacheable_preprocessors
 from mmae.data.stem_cache import StemCache, cacheable_modalities
 from mmae.evaluation.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
@@ -84,14 +84,14 @@ class AutoencoderModule(pl.LightningModule):
         self.cache_features = cache_features
         self.features: FeatureCache | None = None  # fixed preprocessors' outputs, built at fit start
 
-    def _losses(self, batch: dict, train: bool):
+    def _losses(self, batch: Batch, train: bool):
         stage = "train" if train else "val"
         inputs, present, raw = (self.features.features_of(self.model.encoder, batch, stage)
-                                if self.features is not None and "index" in batch
+                                if self.features is not None and batch.index is not None
                                 else features_of(self.model.encoder, batch))
-        if self.stems is not None and "index" not in batch:
+        if self.stems is not None and batch.index is None:
             rank_zero_warn("the batches carry no sample 'index', which the frozen-backbone cache is keyed "
-                           "by: backbones run on every batch (yield batch['index'] to cache them)")
+                           "by: backbones run on every batch (give each sample its index to cache them)")
             self.stems = None
         cached = (self.stems.lookup(self.model.encoder, batch, inputs, present, raw, stage)
                   if self.stems is not None else None)
@@ -108,19 +108,20 @@ class AutoencoderModule(pl.LightningModule):
                     likelihoods=self.model.decoder.likelihoods, raw=raw, cached=cached)
         return self.objective(step, with_input_grad=train), step
 
-    def _count_skipped(self, stage: str, batch: dict) -> None:
-        if "skipped" in batch:  # samples a manifest with on_error=skip could not load
-            self.log(f"{stage}/skipped_samples", batch["skipped"].float(), reduce_fx="sum",
+    def _count_skipped(self, stage: str, batch: Batch) -> None:
+        if "skipped" in batch.extras:  # samples a manifest with on_error=skip could not load
+            self.log(f"{stage}/skipped_samples", batch.extras["skipped"].float(), reduce_fx="sum",
                      on_step=False, on_epoch=True, batch_size=1)
 
     def _zero_loss(self) -> torch.Tensor:
         # A zero loss on the graph rather than None: under DDP every rank must run backward.
         return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
 
-    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: Batch | Mapping | None, batch_idx: int) -> torch.Tensor | None:
         self._batch_idx = batch_idx  # named if this step's gradients turn out non-finite
         if batch is None:  # every sample of the batch was skipped
             return self._zero_loss()
+        batch = as_batch(batch)
         self._count_skipped("train", batch)
         losses, step = self._losses(batch, train=True)
         if not is_finite(losses.total):
@@ -168,9 +169,10 @@ class AutoencoderModule(pl.LightningModule):
         votes = torch.tensor(float(flag), device=self.device)
         return bool(self.trainer.strategy.reduce(votes, reduce_op="sum") > 0)
 
-    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch | Mapping | None, batch_idx: int) -> None:
         if batch is None:
             return
+        batch = as_batch(batch)
         self._count_skipped("val", batch)
         losses, step = self._losses(batch, train=False)
         batch_size = next(iter(step.targets.values())).shape[0]

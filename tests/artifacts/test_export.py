@@ -233,17 +233,17 @@ def test_training_exports_the_best_model_and_the_cli_reexports_a_checkpoint(comp
                                         "progress_bar=none", "model=vae", "fusion=mopoe"))
     model = objects["module"].model.eval()
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    raw = {n: batch[n] for n in model.modalities}
-    expected = model.encoder(model.encoder.preprocess(raw), batch["present"]).code
+    raw = {n: batch.inputs[n] for n in model.modalities}
+    expected = model.encoder(model.encoder.preprocess(raw), batch.present).code
     encoder = load_encoder(tmp_path / "encoder")
-    torch.testing.assert_close(encoder(raw, batch["present"]), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(encoder(raw, batch.present), expected, atol=1e-6, rtol=0)
     assert report["encoder"] == str(tmp_path / "encoder")
 
     export_main([str(tmp_path / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "again")])
-    torch.testing.assert_close(load_encoder(tmp_path / "again")(raw, batch["present"]), expected,
+    torch.testing.assert_close(load_encoder(tmp_path / "again")(raw, batch.present), expected,
                                atol=1e-6, rtol=0)
     torch.testing.assert_close(load_checkpoint_model(tmp_path / "checkpoints" / "best.ckpt").encoder(
-        model.encoder.preprocess(raw), batch["present"]).code, expected, atol=1e-6, rtol=0)
+        model.encoder.preprocess(raw), batch.present).code, expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.slow

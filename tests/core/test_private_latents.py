@@ -361,7 +361,7 @@ def test_features_cli_writes_the_shared_then_the_private_codes(tmp_path):
     loader = build(cfg.data, _partial_=True)(modalities=encoder.modalities).val_dataloader()
     expected = encode_batches(encoder, loader)
     np.testing.assert_allclose(wide["features"], expected.codes.numpy(), atol=1e-6)
-    image_missing = np.concatenate([b["present"]["image"].numpy() for b in loader]) == 0
+    image_missing = np.concatenate([b.present["image"].numpy() for b in loader]) == 0
     assert OmegaConf.select(cfg, "data.dataset.num_samples") == 200
     assert 0 < image_missing.sum() < len(image_missing)
     assert np.all(wide["features"][image_missing, LATENT:LATENT + PRIVATE] == 0)

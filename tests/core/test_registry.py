@@ -116,7 +116,7 @@ def test_the_synthetic_data_renders_every_registered_modality_that_has_a_view():
         except ConfigError as error:
             assert f"cannot render modality '{name}'" in str(error) and "has no synthetic view" in str(error)
             continue
-        sample = data[0]
-        assert tuple(sample[name].shape) == modality.raw_shape and torch.isfinite(sample[name].float()).all()
+        x = data[0]["inputs"][name]
+        assert tuple(x.shape) == modality.raw_shape and torch.isfinite(x.float()).all()
         rendered.append(name)
     assert rendered == ["audio", "image", "text", "vector"]

@@ -43,8 +43,8 @@ def _epochs(data: ManifestDataModule, epochs: int) -> list[torch.Tensor]:
     for epoch in range(epochs):
         loader = data.train_dataloader()
         loader.sampler.set_epoch(epoch)
-        seen += [batch["index"] for batch in loader]
-        seen += [batch["index"] for batch in data.val_dataloader()]
+        seen += [batch.index for batch in loader]
+        seen += [batch.index for batch in data.val_dataloader()]
     return seen
 
 
@@ -78,7 +78,7 @@ def test_the_disk_cache_is_reused_by_a_later_run_and_notices_a_changed_file(tmp_
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = ManifestDataModule(str(path), _modalities(), num_workers=0, cache_dir=str(cache))
     assert reads["image"] == rows + 1  # only the changed file is decoded again
-    assert torch.equal(third.dataset("train")[0]["image"], torch.ones(1, 8, 8))
+    assert torch.equal(third.dataset("train")[0]["inputs"]["image"], torch.ones(1, 8, 8))
 
 
 def test_warming_with_workers_fills_the_main_process_cache(tmp_path):

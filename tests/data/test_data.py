@@ -4,6 +4,7 @@ import torch
 from mmae.core.errors import ConfigError, InputError
 from mmae.core.modality import Modality
 from mmae.data import SyntheticMultimodal, split_batch
+from mmae.data.batch import as_batch, collate, collate_counting_skipped
 from mmae.modalities import AudioModality, ImageModality, TextModality, VectorModality
 from mmae.modalities.text import CLASS_WORDS
 from mmae.training.datamodule import MultimodalDataModule
@@ -31,7 +32,7 @@ def test_samples_have_labels_shapes_and_never_all_modalities_missing():
     data = _dataset(missing_rate=0.4)
     assert data.labels.unique().numel() == 10
     sample = data[0]
-    assert sample["image"].shape == (1, 16, 16) and sample["vector"].shape == (12,)
+    assert sample["inputs"]["image"].shape == (1, 16, 16) and sample["inputs"]["vector"].shape == (12,)
     present = torch.stack([data.present["image"], data.present["vector"]], dim=1)
     assert present.any(dim=1).all()
     assert 0.3 < (~data.present["image"]).float().mean().item() < 0.45
@@ -73,11 +74,33 @@ def test_datamodule_batches_carry_masks_and_split_batch_checks_them(small_modali
     inputs, present = split_batch(batch, ["image", "vector"])
     assert inputs["image"].shape == (16, 1, 8, 8)
     assert present["vector"].dtype == torch.bool and present["vector"].shape == (16,)
-    assert batch["label"].shape == (16,)
+    assert batch.labels.shape == batch.index.shape == (16,) and len(batch) == 16
     with pytest.raises(InputError, match=r"batch lacks modalities \['audio'\]"):
         split_batch(batch, ["image", "audio"])
     with pytest.raises(ConfigError, match="batch_size must be > 0"):
         MultimodalDataModule(lambda **_: None, small_modalities, batch_size=0)
+
+
+def test_a_batch_keeps_its_modalities_apart_from_what_the_samples_carry(small_modalities):
+    """Modalities sit in `inputs`, never beside the labels: a modality may not take a name a
+    sample uses for something else, and a flat mapping (a loader of your own) still reads."""
+    data = SyntheticMultimodal(small_modalities, num_samples=40)
+    batch = collate([data[i] for i in range(5)])
+    assert set(batch.inputs) == set(batch.present) == {"image", "vector"}
+    assert torch.equal(batch.index, data.indices[:5]) and torch.equal(batch.labels, data.labels[:5])
+    assert set(batch.extras) == {"anomaly", "factors"} and batch.extras["factors"].shape[0] == 5
+    for name in ("label", "present", "index", "inputs"):
+        with pytest.raises(ConfigError, match=f"a modality cannot be named '{name}'"):
+            MultimodalDataModule(lambda **_: None, {name: VectorModality(dim=3)})
+    flat = {"image": batch.inputs["image"], "vector": batch.inputs["vector"], "present": batch.present,
+            "label": batch.labels, "index": batch.index, "anomaly": batch.extras["anomaly"]}
+    read = as_batch(flat)
+    assert set(read.inputs) == {"image", "vector"} and torch.equal(read.labels, batch.labels)
+    assert torch.equal(read.index, batch.index) and set(read.extras) == {"anomaly"}
+    unindexed = {"vector": torch.zeros(2, 3), "present": {"vector": torch.ones(2, dtype=torch.bool)}}
+    assert as_batch(unindexed).index is None and as_batch(unindexed).labels.tolist() == [-1, -1]
+    assert collate([None, None]) is None
+    assert int(collate_counting_skipped([None, data[0], data[1]]).extras["skipped"]) == 1
 
 
 def test_synthetic_audio_and_text_views_carry_the_class():

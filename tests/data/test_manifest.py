@@ -50,26 +50,27 @@ def _edit(path, row: int, column: str, value: str) -> None:
 def test_a_clean_manifest_loads_every_modality(manifest):
     dataset = _dataset(manifest)
     sample = dataset[0]
-    assert sample["image"].shape == (1, 16, 16) and sample["audio"].shape == (4000,)
-    assert sample["text"].dtype == torch.long and sample["tabular"].shape == (3,)
+    inputs = sample["inputs"]
+    assert inputs["image"].shape == (1, 16, 16) and inputs["audio"].shape == (4000,)
+    assert inputs["text"].dtype == torch.long and inputs["tabular"].shape == (3,)
     assert all(bool(p) for p in sample["present"].values()) and sample["index"] == 1
 
 
 def test_audio_at_another_rate_and_in_stereo_is_resampled_and_down_mixed(manifest):
     # Row 1 was written at 16 kHz stereo, row 2 at the expected 8 kHz mono.
     dataset = _dataset(manifest)
-    resampled = dataset[0]["audio"]
+    resampled = dataset[0]["inputs"]["audio"]
     original, rate = soundfile.read(manifest.parent / "audio" / "0.wav", always_2d=True)
     assert rate == 16000 and original.shape[1] == 2
     expected = torch.from_numpy(original[::2, 0].astype(np.float32))[:4000]
     assert torch.corrcoef(torch.stack([resampled, expected]))[0, 1] > 0.99
-    assert dataset[1]["audio"].shape == (4000,)
+    assert dataset[1]["inputs"]["audio"].shape == (4000,)
 
 
 def test_empty_cells_mark_the_modality_missing_and_zero_filled(manifest):
     _edit(manifest, 2, "text", "")
     sample = _dataset(manifest)[1]
-    assert not sample["present"]["text"] and sample["text"].abs().sum() == 0
+    assert not sample["present"]["text"] and sample["inputs"]["text"].abs().sum() == 0
     assert sample["present"]["image"]
 
 
@@ -112,7 +113,7 @@ def test_bad_files_name_the_row_and_column_when_read(manifest, edit, row, messag
 
 def test_resize_and_convert_fix_what_they_are_allowed_to(manifest):
     Image.new("RGBA", (20, 24), color=(255, 0, 0, 255)).save(manifest.parent / "images" / "0.png")
-    image = _dataset(manifest, resize=True, convert=True)[0]["image"]
+    image = _dataset(manifest, resize=True, convert=True)[0]["inputs"]["image"]
     assert image.shape == (1, 16, 16)
     assert torch.allclose(image, torch.full_like(image, 76 / 255))  # luma of pure red
 
@@ -137,8 +138,8 @@ def test_skip_mode_skips_bad_samples_and_counts_them(manifest):
     assert len(dataset) == 10 and len(dataset.skipped) == 3  # the undecodable file is counted too
     assert "row 9, column 'audio'" in dataset.skipped[2]
     batches = list(data.train_dataloader())
-    assert sum(int(b["skipped"]) for b in batches) == 1
-    assert sum(len(b["index"]) for b in batches) == 9
+    assert sum(int(b.extras["skipped"]) for b in batches) == 1
+    assert sum(len(b) for b in batches) == 9
 
 
 def test_jsonl_and_parquet_manifests_read_like_csv(manifest):
@@ -151,7 +152,7 @@ def test_jsonl_and_parquet_manifests_read_like_csv(manifest):
 
     parquet = manifest.with_suffix(".parquet")
     pq.write_table(pyarrow.Table.from_pylist(rows), parquet)
-    assert torch.equal(_dataset(parquet)[3]["tabular"], _dataset(manifest)[3]["tabular"])
+    assert torch.equal(_dataset(parquet)[3]["inputs"]["tabular"], _dataset(manifest)[3]["inputs"]["tabular"])
     bad = manifest.with_suffix(".xlsx")
     bad.write_text("")
     with pytest.raises(DataError, match=r"unknown manifest format '\.xlsx'"):
@@ -200,10 +201,10 @@ def _set_column(path, column: str, values: list[str]) -> None:
 
 
 def test_an_anomaly_column_marks_samples_for_anomaly_scores(manifest):
-    assert "anomaly" not in _dataset(manifest)[0]  # no column: nothing is claimed
+    assert "anomaly" not in _dataset(manifest)[0]["extras"]  # no column: nothing is claimed
     _set_column(manifest, "anomaly", ["1", "0", "", "true", "False", "yes", "no", "1.0", "0", "", "", ""])
     dataset = _dataset(manifest)
-    flags = [bool(dataset[i]["anomaly"]) for i in range(12)]
+    flags = [bool(dataset[i]["extras"]["anomaly"]) for i in range(12)]
     assert flags == [True, False, False, True, False, True, False, True, False, False, False, False]
 
 

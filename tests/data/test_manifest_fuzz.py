@@ -34,7 +34,7 @@ from manifest_factory import TEXT_CONFIG
 from PIL import Image
 
 from mmae.core.errors import ConfigError, DataError
-from mmae.data.batch import SPLITS
+from mmae.data.batch import SPLITS, Batch
 from mmae.data.manifest import ManifestDataset
 from mmae.modalities import AudioModality, ImageModality, TabularModality, TextModality, VectorModality
 from mmae.training.datamodule import ManifestDataModule
@@ -500,9 +500,15 @@ def allowed_errors(spec: Spec, expected: Expected, on_error: str) -> list[str]:
 # --- running mmae on a manifest --------------------------------------------------------------
 
 
-def check_sample(sample: dict, modalities: dict, batch: tuple[int, ...] = ()) -> None:
+def check_sample(sample: dict | Batch, modalities: dict, batch: tuple[int, ...] = ()) -> None:
+    """A dataset item (`make_sample`'s layout) or, with `batch` its size, a collated `Batch`."""
+    if isinstance(sample, Batch):
+        inputs, present_masks, labels, index = sample.inputs, sample.present, sample.labels, sample.index
+    else:
+        inputs, present_masks = sample["inputs"], sample["present"]
+        labels, index = sample["label"], sample["index"]
     for name, modality in modalities.items():
-        x = sample[name]
+        x = inputs[name]
         assert tuple(x.shape) == (*batch, *modality.raw_shape), (name, x.shape)
         if modality.dtype_kind == "long":
             assert x.dtype == torch.long and x.min() >= 0 and x.max() < modality.vocab_size
@@ -510,11 +516,11 @@ def check_sample(sample: dict, modalities: dict, batch: tuple[int, ...] = ()) ->
             assert x.dtype == torch.float32 and torch.isfinite(x).all(), (name, x)
         if name == "img":
             assert x.min() >= 0 and x.max() <= 1
-        present = sample["present"][name]
+        present = present_masks[name]
         assert present.dtype == torch.bool and present.shape == batch
         assert (x.flatten(len(batch))[~present] == 0).all()  # missing: zero-filled
-    assert sample["label"].dtype == torch.long and (sample["label"] >= -1).all()
-    assert sample["index"].shape == batch
+    assert labels.dtype == torch.long and (labels >= -1).all()
+    assert index.shape == batch
 
 
 def load_everything(path: Path, chosen: list[str], on_error: str) -> dict[int, dict]:
@@ -537,7 +543,7 @@ def load_everything(path: Path, chosen: list[str], on_error: str) -> dict[int, d
         loader = getattr(data, f"{split}_dataloader")()
         for batch in loader:
             if batch is not None:
-                check_sample(batch, modalities, (len(batch["index"]),))
+                check_sample(batch, modalities, (len(batch),))
     return loaded
 
 
@@ -634,7 +640,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, name):
     path = tmp_path / name
     text = "vec\n1 2 3\n" if name.endswith(".csv") else '{"vec": "1 2 3"}\n'
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel and Notepad save UTF-8
-    assert _vector_dataset(path)[0]["vec"].tolist() == [1, 2, 3]
+    assert _vector_dataset(path)[0]["inputs"]["vec"].tolist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("cell, message", [
@@ -678,7 +684,7 @@ def test_a_table_of_one_column_reads_its_cells_as_a_table(tmp_path):
     path.write_text("x,vec\n1,1\n3,1\n")  # was TypeError: the bare cell was indexed by column name
     data = _tabular(path)
     assert data.modalities["tab"].mean == [2.0]
-    assert [s["tab"].tolist() for s in data.dataset("train")] == [[1.0], [3.0]]
+    assert [s["inputs"]["tab"].tolist() for s in data.dataset("train")] == [[1.0], [3.0]]
 
 
 def test_numbers_beyond_float32_are_refused_rather_than_loaded_as_inf(tmp_path):
@@ -758,7 +764,7 @@ def test_duplicated_rows_are_kept_as_separate_samples_with_a_warning(tmp_path):
 def test_unnamed_trailing_spreadsheet_columns_are_ignored(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("vec,notes,,\n1 2 3,a,,\n4 5 6,b,,\n")
-    assert [s["vec"].tolist() for s in _vector_dataset(path)] == [[1, 2, 3], [4, 5, 6]]
+    assert [s["inputs"]["vec"].tolist() for s in _vector_dataset(path)] == [[1, 2, 3], [4, 5, 6]]
 
 
 def test_the_same_sample_listed_in_two_splits_is_a_repeat(tmp_path):

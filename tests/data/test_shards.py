@@ -112,7 +112,7 @@ def test_each_split_reads_back_as_the_manifest_reads_it(corpus, split):
         assert item["label"] == int(sample["label"])
         for name in ("image", "audio", "text", "tabular"):
             assert item["present"][name] == bool(sample["present"][name]), (index, name)
-            assert torch.equal(item[name], sample[name]), (index, name)
+            assert torch.equal(item[name], sample["inputs"][name]), (index, name)
 
 
 def test_the_statistics_stored_with_the_shards_are_the_manifest_paths(corpus, tmp_path):
@@ -138,7 +138,7 @@ def test_workers_each_read_their_own_chunks_and_all_of_them_together(corpus, tmp
     for split, count in (("train", 160), ("val", 20)):
         datamodule.setup("fit")
         loader = datamodule.train_dataloader() if split == "train" else datamodule.val_dataloader()
-        ids = [int(i) for batch in loader for i in batch["index"]]
+        ids = [int(i) for batch in loader for i in batch.index]
         assert len(ids) == len(set(ids)) == count, split
 
 
@@ -152,7 +152,7 @@ def test_shards_behind_a_url_are_read_through_the_chunk_cache(corpus, tmp_path):
                  f"paths.output_dir={tmp_path}"]
     _, datamodule = build_module(_compose("train", overrides))
     datamodule.setup("fit")
-    ids = [int(i) for batch in datamodule.train_dataloader() for i in batch["index"]]
+    ids = [int(i) for batch in datamodule.train_dataloader() for i in batch.index]
     assert sorted(ids) == sorted(int(s["index"]) for s in _manifest_split(manifest, "train"))
     assert len(list(cache.rglob("chunk-*.bin"))) == len(list((shards / "train").glob("chunk-*.bin")))
     with pytest.raises(DataError, match=r"data\.path=local:/nowhere: cannot read local:/nowhere/mmae-shards"

@@ -21,6 +21,7 @@ from mmae.cli.train import train
 from mmae.config import build
 from mmae.core.errors import DataError, TrainingError
 from mmae.core.fusion import MeanFusion
+from mmae.data.batch import collate
 from mmae.data.manifest import ManifestDataset
 from mmae.modalities import AudioModality, ImageModality, VectorModality
 from mmae.training.datamodule import ManifestDataModule
@@ -64,19 +65,19 @@ def test_statistics_are_fitted_on_the_training_split_only(tmp_path):
     modalities = _modalities()
     data = ManifestDataModule(str(path), modalities, num_workers=0)
     train = data.dataset("train")
-    batch = torch.utils.data.default_collate([train[i] for i in range(len(train))])
-    pixels = batch["image"]
+    batch = collate([train[i] for i in range(len(train))])
+    pixels = batch.inputs["image"]
     assert modalities["image"].mean == pytest.approx([pixels.double().mean().item()], rel=1e-6)
     assert modalities["image"].std == pytest.approx([pixels.double().std(unbiased=False).item()], rel=1e-5)
-    log_mel = modalities["audio"].build_preprocessor()(batch["audio"]).double()  # [N, 1, mels, frames]
+    log_mel = modalities["audio"].build_preprocessor()(batch.inputs["audio"]).double()  # [N, 1, mels, frames]
     assert modalities["audio"].mean == pytest.approx(log_mel.mean(dim=(0, 1, 3)).tolist(), rel=1e-6)
     assert modalities["audio"].std == pytest.approx(log_mel.std(dim=(0, 1, 3), unbiased=False).tolist(),
                                                     rel=1e-5)
-    vectors = batch["vector"].double()
+    vectors = batch.inputs["vector"].double()
     assert modalities["vector"].mean == pytest.approx(vectors.mean(0).tolist(), rel=1e-6)
     # The test rows (three times as large) took no part.
     everything = ManifestDataset(path, _modalities(), "test", cache=False)
-    test_pixels = torch.stack([everything[i]["image"] for i in range(len(everything))])
+    test_pixels = torch.stack([everything[i]["inputs"]["image"] for i in range(len(everything))])
     assert test_pixels.mean() > 1.5 * modalities["image"].mean[0]
 
 
@@ -96,8 +97,8 @@ def test_raw_inputs_give_the_same_codes_after_export_and_load(tmp_path):
     model = mmae.MultimodalAutoencoder(modalities, MeanFusion, latent_dim=4).eval()
     assert set(model.encoder.standardizers) == {"image", "audio", "vector"}
     test = data.dataset("test")
-    batch = torch.utils.data.default_collate([test[i] for i in range(8)])
-    raw = {name: batch[name] for name in modalities}
+    batch = collate([test[i] for i in range(8)])
+    raw = {name: batch.inputs[name] for name in modalities}
     with torch.no_grad():
         codes = model.encoder(model.encoder.preprocess(raw)).code
     export_encoder(model, tmp_path / "encoder")

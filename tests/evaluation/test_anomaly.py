@@ -108,7 +108,7 @@ def test_synthetic_anomalies_change_only_the_chosen_val_and_test_samples(small_m
         altered = sum((clean.views[n] != dirty.views[n]).flatten(1).any(dim=1).long()
                       for n in small_modalities)
         assert altered[dirty.anomaly].eq(1).all()  # ...each in exactly one view
-        assert dirty[int(torch.nonzero(dirty.anomaly)[0])]["anomaly"].item() is True
+        assert dirty[int(torch.nonzero(dirty.anomaly)[0])]["extras"]["anomaly"].item() is True
     again = _dataset("test", 0.3, small_modalities)
     assert torch.equal(again.anomaly, dirty.anomaly)  # deterministic by seed
 

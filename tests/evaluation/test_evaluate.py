@@ -201,7 +201,7 @@ def test_a_task_named_by_import_path_needs_trust_code_and_an_evaluation_subclass
     from mmae.evaluation.tasks.cluster import Cluster
 
     assert user_task("probe", trust_code=False) is None  # one of mmae's, by its name
-    with pytest.raises(ArtifactError, match=r"task=mmae\.analysis\.cluster\.Cluster.*trust_code"):
+    with pytest.raises(ArtifactError, match=r"task=mmae\.evaluation\.tasks\.cluster\.Cluster.*trust_code"):
         user_task("mmae.evaluation.tasks.cluster.Cluster", trust_code=False)
     assert user_task("mmae.evaluation.tasks.cluster.Cluster", trust_code=True) is Cluster
     assert Cluster.section == "cluster"

@@ -54,13 +54,13 @@ def test_image_grid_tiles_rows_enlarged_and_padded():
 def _batch(n, start=0):
     return {"vector": torch.arange(start, start + n, dtype=torch.float32).view(n, 1).repeat(1, 3),
             "present": {"vector": torch.ones(n, dtype=torch.bool)},
-            "label": torch.arange(start, start + n), "index": torch.tensor(0)}
+            "label": torch.arange(start, start + n), "index": torch.arange(start, start + n)}
 
 
 def test_gather_takes_the_first_samples_of_successive_batches():
     batch = media.gather([None, _batch(4), _batch(4, start=4), _batch(4, start=8)], limit=6)
-    assert batch["label"].tolist() == list(range(6)) and batch["present"]["vector"].shape == (6,)
-    assert "index" not in batch  # 0-d entries are not per-sample
+    assert batch.labels.tolist() == batch.index.tolist() == list(range(6))
+    assert batch.present["vector"].shape == (6,) and batch.inputs["vector"].shape == (6, 3)
     assert media.gather([None], limit=3) is None
 
 

@@ -183,8 +183,8 @@ def test_a_manifest_of_npy_files_is_read_through_the_modality(project, tmp_path)
     assert len(train_split) == 8
     for i in range(8):
         sample = train_split[i]
-        assert sample["signal"].dtype == torch.float32 and bool(sample["present"]["signal"])
-        np.testing.assert_allclose(sample["signal"].numpy(), arrays[i], rtol=1e-6, atol=1e-6)
+        assert sample["inputs"]["signal"].dtype == torch.float32 and bool(sample["present"]["signal"])
+        np.testing.assert_allclose(sample["inputs"]["signal"].numpy(), arrays[i], rtol=1e-6, atol=1e-6)
 
     np.save(tmp_path / "data" / "signals" / "3.npy", np.zeros((3, 64)))  # a file of the wrong shape
     broken = ManifestDataset(manifest, {"signal": modality}, split="train", cache=False)
@@ -240,7 +240,7 @@ def test_the_fusion_and_loss_term_command(project, tmp_path):
     encoder = mmae.load_encoder(run / "encoder", trust_code=True)
     batch = next(iter(objects["datamodule"].val_dataloader()))
     features, present, encoded_raw = features_of(model.encoder, batch)
-    raw = {name: batch[name] for name in ("image", "signal")}
+    raw = {name: batch.inputs[name] for name in ("image", "signal")}
     with torch.no_grad():
         expected = model.encoder(features, present, raw=encoded_raw).code
     torch.testing.assert_close(encoder(raw, present), expected, atol=1e-6, rtol=0)

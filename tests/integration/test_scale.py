@@ -198,8 +198,8 @@ def test_compile_checkpoints_and_exports_the_uncompiled_module(compose_cfg, tmp_
         torch.testing.assert_close(actual[name], weight, atol=1e-4, rtol=1e-4, msg=name)
     encoder = load_encoder(report["encoder"])
     batch = next(iter(compiled["datamodule"].val_dataloader()))
-    inputs = {n: batch[n] for n in ("image", "vector")}
-    present = {n: batch["present"][n] for n in ("image", "vector")}
+    inputs = {n: batch.inputs[n] for n in ("image", "vector")}
+    present = {n: batch.present[n] for n in ("image", "vector")}
     with torch.no_grad():
         reference = compiled["module"].model.eval().encoder(inputs, present).code
     torch.testing.assert_close(encoder(inputs, present), reference, atol=1e-6, rtol=1e-6)

@@ -278,7 +278,7 @@ def test_a_run_with_augmentation_exports_an_encoder_that_never_augments(compose_
         features, present, _ = features_of(model.encoder, batch)
         expected = model.encoder(features, present).code
     loaded = load_encoder(tmp_path / "encoder")
-    raw = {name: batch[name] for name in model.modalities}
+    raw = {name: batch.inputs[name] for name in model.modalities}
     torch.testing.assert_close(loaded(raw, present), expected, atol=1e-6, rtol=0)
     config = (tmp_path / "encoder" / "config.json").read_text()
     assert "augment" not in config.lower() and "corruption" not in config.lower()

@@ -139,8 +139,8 @@ def test_the_export_gives_the_training_codes_from_raw_inputs(compose_cfg, folder
     model = objects["module"].model.eval()
     loaded = load_encoder(tmp_path / "encoder")
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    raw = {n: batch[n] for n in ("image", "audio", "text")}
-    present = batch["present"]
+    raw = {n: batch.inputs[n] for n in ("image", "audio", "text")}
+    present = batch.present
     with torch.no_grad():
         expected = model.encoder(model.encoder.preprocess(raw), present, raw=raw).code
     torch.testing.assert_close(loaded(raw, present), expected, atol=1e-5, rtol=0)
@@ -459,7 +459,7 @@ def backbone_run(saved_vit, saved_wav2vec2, tmp_path_factory):
 
 def _val_raw(objects):
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    return {n: batch[n] for n in ("image", "audio")}, batch["present"]
+    return {n: batch.inputs[n] for n in ("image", "audio")}, batch.present
 
 
 @pytest.mark.slow
@@ -490,10 +490,10 @@ def test_a_referenced_text_model_loads_with_its_tokenizer(compose_cfg, saved_ber
     config = json.loads((tmp_path / "ref" / "config.json").read_text())["modalities"]["text"]["config"]
     assert config["model"] == str(saved_bert.resolve()) and config["tokenizer"] == "tokenizers/text"
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    raw = {n: batch[n] for n in ("vector", "text")}
+    raw = {n: batch.inputs[n] for n in ("vector", "text")}
     with torch.no_grad():
-        expected = model.encoder(raw, batch["present"]).code
-    torch.testing.assert_close(load_encoder(tmp_path / "ref")(raw, batch["present"]), expected,
+        expected = model.encoder(raw, batch.present).code
+    torch.testing.assert_close(load_encoder(tmp_path / "ref")(raw, batch.present), expected,
                                atol=1e-6, rtol=0)
 
 

@@ -283,7 +283,7 @@ def test_a_16_bit_png_through_the_manifest(tmp_path):
     images = [rng.integers(0, 65536, (16, 16), dtype=np.uint16) for _ in range(2)]
     dataset = _manifest(tmp_path, images)
     for i, pixels in enumerate(images):
-        image = dataset[i]["image"]
+        image = dataset[i]["inputs"]["image"]
         assert image.shape == (1, 16, 16)
         assert image.mean().item() == pytest.approx(pixels.mean() / 65535, abs=1e-6)
 

@@ -27,7 +27,7 @@ def test_a_saved_transformers_model_trains_frozen_or_not(compose_cfg, saved_bert
     assert unchanged == freeze
     assert 0 <= report["metrics"]["val/text/token_accuracy_all"] <= 1
     text = objects["module"].model.modalities["text"]
-    sample = objects["datamodule"].dataset("val")[0]["text"]
+    sample = objects["datamodule"].dataset("val")[0]["inputs"]["text"]
     assert text.decode(sample.unsqueeze(0))[0].split()[1] in CLASS_WORDS  # words round-trip
 
 
@@ -35,9 +35,9 @@ def test_text_reconstructions_decode_to_strings(compose_cfg):
     _, objects = train(compose_cfg(*TINY, "modality=[vector,text]"))
     model = objects["module"].model.eval()
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    logits = model({"vector": batch["vector"]}).reconstructions["text"]
+    logits = model({"vector": batch.inputs["vector"]}).reconstructions["text"]
     strings = model.modalities["text"].decode(logits)
-    assert len(strings) == len(batch["vector"]) and all(isinstance(s, str) for s in strings)
+    assert len(strings) == len(batch) and all(isinstance(s, str) for s in strings)
 
 
 def test_char_tokenizer_round_trips_and_pads():

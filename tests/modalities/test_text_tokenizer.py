@@ -142,11 +142,11 @@ def test_a_manifest_of_non_ascii_text_trains_and_decodes_to_its_scripts(tmp_path
                                           if k != "model_type"), "trainer.max_epochs=6"))
     text = objects["module"].model.modalities["text"]
     batch = next(iter(objects["datamodule"].val_dataloader()))
-    assert set(text.decode(batch["text"])) <= set(SCRIPTS.values())  # the dataset's ids are the texts
+    assert set(text.decode(batch.inputs["text"])) <= set(SCRIPTS.values())  # the dataset's ids are the texts
     model = objects["module"].model.eval()
     with torch.no_grad():
-        logits = model({"tabular": batch["tabular"]}).reconstructions["text"]
+        logits = model({"tabular": batch.inputs["tabular"]}).reconstructions["text"]
     decoded = text.decode(logits)
-    exact = sum(d == t for d, t in zip(decoded, text.decode(batch["text"]), strict=True))
+    exact = sum(d == t for d, t in zip(decoded, text.decode(batch.inputs["text"]), strict=True))
     assert exact >= len(decoded) // 2, decoded  # reconstructed from the script column alone
     assert all(any(ord(c) > 127 for c in d) for d in decoded)  # not all unknown, not all ASCII

@@ -52,8 +52,8 @@ def sample_errors(model: MultimodalAutoencoder, batches: Iterable[Mapping | None
                     columns.setdefault(f"{name}/from_others", []).append(
                         _from_others(model, modality, name, features, present, raw))
             size = len(error)
-            flags.append(batch["anomaly"].bool() if "anomaly" in batch else None)
-            ids.append(batch["index"] if "index" in batch else torch.arange(seen, seen + size))
+            flags.append(batch.extras["anomaly"].bool() if "anomaly" in batch.extras else None)
+            ids.append(batch.index if batch.index is not None else torch.arange(seen, seen + size))
             seen += size
     if not ids:
         raise DataError("anomaly scores: the data has no samples")

@@ -81,12 +81,12 @@ def fit_modality_classifier(train_x: Tensor, train_y: Tensor, num_classes: int) 
 def labelled_batches(model: MultimodalAutoencoder, batches: Iterable) -> Iterable[Batch]:
     """Each batch's features, presence, raw inputs and labels, keeping the labelled samples."""
     for batch in nonempty(batches):
-        keep = batch["label"] >= 0
+        keep = batch.labels >= 0
         if keep.any():
             features, present, raw = features_of(model.encoder, batch)
             rows = keep.to(next(iter(present.values())).device)
             yield ({n: x[rows] for n, x in features.items()}, {n: p[rows] for n, p in present.items()},
-                   {n: x[rows] for n, x in raw.items()}, batch["label"][keep])
+                   {n: x[rows] for n, x in raw.items()}, batch.labels[keep])
 
 
 def fit_classifiers(model: MultimodalAutoencoder, batches: Iterable) -> tuple[dict[str, Classifier], int]:

@@ -67,7 +67,7 @@ def gather_samples(model: MultimodalAutoencoder, batches, limit: int) -> Samples
         for name, x in features.items():
             parts.setdefault(name, []).append(x.cpu()[keep])
             present.setdefault(name, []).append(masks[name].cpu()[keep])
-        ids.append(batch["index"][keep])
+        ids.append(batch.index[keep])
         seen += int(keep.sum())
         if seen >= limit:
             break

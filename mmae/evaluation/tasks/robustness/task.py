@@ -122,7 +122,7 @@ def measure(encoder, batches: Iterable, conditions: Mapping[str, Condition], raw
             absent = torch.zeros(int(rows.sum()), dtype=torch.bool, device=rows.device)
             entry.raw.append(raw_probe(flat_inputs({n: given.get(n, features[n])[rows] for n in names},
                                                    {n: masks.get(n, absent) for n in names}, names)))
-            entry.labels.append(batch["label"][rows.cpu()])
+            entry.labels.append(batch.labels[rows.cpu()])
             if model is not None:
                 clean, where = ({n: x[rows] for n, x in d.items()} for d in (features, present))
                 _add_errors(entry, model, inputs, masks, raw_rows, clean, where)
