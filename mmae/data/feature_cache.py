@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mmae.core.model import MultimodalEncoder
 from mmae.data.batch import Batch, Tensors, split_batch, to_device
-from mmae.data.stem_cache import StemStore
+from mmae.data.stem_cache import PerSampleStores
 
 
 def cacheable_preprocessors(encoder: MultimodalEncoder) -> list[str]:
@@ -26,24 +26,16 @@ def cacheable_preprocessors(encoder: MultimodalEncoder) -> list[str]:
             if not any(p.requires_grad for p in module.parameters())]
 
 
-class FeatureCache:
+class FeatureCache(PerSampleStores):
     """The preprocessed features of the `names` modalities, per stage (see the module
-    docstring). `capacity[stage]` bounds the samples a stage holds; `computed` counts the
-    samples preprocessed, per modality, so a test can tell that an epoch computed none."""
+    docstring). `computed` counts the samples preprocessed, per modality, so a test can tell
+    that an epoch computed none."""
+
+    what = "preprocessed features"
 
     def __init__(self, names: list[str], capacity: Mapping[str, int], directory: Path | None = None):
-        self.names = list(names)
-        self.capacity = dict(capacity)
-        self.directory = directory
-        self.stores: dict[tuple[str, str], StemStore] = {}
+        super().__init__(names, capacity, directory)
         self.computed = dict.fromkeys(self.names, 0)
-
-    def _store(self, stage: str, name: str) -> StemStore:
-        key = (stage, name)
-        if key not in self.stores:
-            self.stores[key] = StemStore(self.capacity[stage], self.directory, f"{name} ({stage})",
-                                         what="preprocessed features")
-        return self.stores[key]
 
     @torch.no_grad()
     def features_of(self, encoder: MultimodalEncoder, batch: Batch,

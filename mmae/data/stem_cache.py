@@ -78,26 +78,35 @@ class StemStore:
         return self.values[torch.tensor([self.rows[key] for key in index])]
 
 
-class StemCache:
-    """The stem outputs of every cacheable modality (see the module docstring), per stage.
+class PerSampleStores:
+    """Per-sample tensors of the `names` modalities, one `StemStore` per stage and modality.
+    `capacity[stage]` bounds the samples a stage holds (the size of its split); `what` names
+    the tensors in logs and errors."""
 
-    `capacity[stage]` bounds the samples a stage holds (the size of its split); `forwards`
-    counts the stem passes run, per modality, so a test or a log can tell that an epoch ran
-    none.
-    """
+    what = "frozen backbone outputs"
 
     def __init__(self, names: list[str], capacity: Mapping[str, int], directory: Path | None = None):
         self.names = list(names)
         self.capacity = dict(capacity)
         self.directory = directory
         self.stores: dict[tuple[str, str], StemStore] = {}
-        self.forwards = dict.fromkeys(self.names, 0)
 
     def _store(self, stage: str, name: str) -> StemStore:
         key = (stage, name)
         if key not in self.stores:
-            self.stores[key] = StemStore(self.capacity[stage], self.directory, f"{name} ({stage})")
+            self.stores[key] = StemStore(self.capacity[stage], self.directory, f"{name} ({stage})",
+                                         what=self.what)
         return self.stores[key]
+
+
+class StemCache(PerSampleStores):
+    """The stem outputs of every cacheable modality (see the module docstring), per stage.
+    `forwards` counts the stem passes run, per modality, so a test or a log can tell that an
+    epoch ran none."""
+
+    def __init__(self, names: list[str], capacity: Mapping[str, int], directory: Path | None = None):
+        super().__init__(names, capacity, directory)
+        self.forwards = dict.fromkeys(self.names, 0)
 
     @torch.no_grad()
     def lookup(self, encoder: MultimodalEncoder, batch: Batch, features: Mapping[str, Tensor],
