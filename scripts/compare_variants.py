@@ -22,7 +22,8 @@ from mmae.cli.train import train
 from mmae.config import CONFIG_DIR
 from mmae.config.assembly import build_module
 from mmae.config.variants import VARIANTS
-from mmae.evaluation.probes import encode_batches, hoyer_sparsity, input_features, linear_probe, pca
+from mmae.evaluation.codes import encode_batches
+from mmae.evaluation.probes import hoyer_sparsity, input_features, linear_probe, pca
 
 QUIET = ["logger=none", "progress_bar=none", "trainer.enable_model_summary=false"]
 

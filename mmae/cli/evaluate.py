@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.cli.runner import run_command
 from mmae.config.assembly import build_eval_context, evaluation_config
-from mmae.config.schema import validate_config
+from mmae.config.schema import entry_schema, validate_config
 from mmae.core.errors import ConfigError
 from mmae.core.registry import EVALUATIONS
 from mmae.evaluation.base import Evaluation, TaskResult
@@ -82,7 +82,12 @@ def user_task(reference: str, trust_code: bool) -> type[Evaluation] | None:
     it needs `trust_code=true`."""
     if "." not in reference and ":" not in reference:
         return None
-    return EVALUATIONS.resolve(reference, Evaluation, trust_code, where=f"task={reference}")
+    task = EVALUATIONS.resolve(reference, Evaluation, trust_code, where=f"task={reference}")
+    own = task.section in EVALUATIONS.names() and EVALUATIONS[task.section] is task  # one of mmae's
+    if task.section in entry_schema("evaluate") and not own:
+        raise ConfigError(f"task={reference}: its settings' section '{task.section}' is already a key of "
+                          f"mmae-eval's config; give the class another name, or `section = \"...\"`")
+    return task
 
 
 #: Settings at the top of conf/evaluate.yaml that tasks read beside their own section.

@@ -55,7 +55,7 @@ class Target:
 class Nodes:
     """`name: node` entries, each built as `entry` describes (null allowed where `entry.optional`);
     null or empty means none. `single`: one target node is accepted as well (as
-    `mmae.cli.train._build_all` reads `callbacks` and `logger`).
+    `mmae.config.assembly.build_all` reads `callbacks` and `logger`).
     """
 
     entry: Target = Target()

@@ -60,6 +60,19 @@ class Batch:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def ids(self, start: int = 0) -> Tensor:
+        """Each sample's index, or, from a loader that gives none, its place in the stream
+        counting from `start`."""
+        return self.index if self.index is not None else torch.arange(start, start + len(self))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (`DataLoader(pin_memory=True)` calls this on a custom batch)."""
+        def pinned(part: Mapping[str, Tensor]) -> dict[str, Tensor]:
+            return {key: value.pin_memory() for key, value in part.items()}
+
+        return Batch(pinned(self.inputs), pinned(self.present), self.labels.pin_memory(),
+                     None if self.index is None else self.index.pin_memory(), pinned(self.extras))
+
 
 def collate(samples: list[dict | None], count_skipped: bool = False) -> Batch | None:
     """`make_sample` items -> a `Batch`; None when no sample loaded. `count_skipped`: the
@@ -69,7 +82,12 @@ def collate(samples: list[dict | None], count_skipped: bool = False) -> Batch | 
     if not kept:
         return None
     items = default_collate(kept)
-    extras = dict(items["extras"])
+    if "inputs" not in items:  # a dataset of the user's own, in the flat layout of earlier mmae
+        batch = as_batch(items)
+        if count_skipped:
+            batch.extras["skipped"] = torch.tensor(len(samples) - len(kept))
+        return batch
+    extras = dict(items.get("extras", {}))
     if count_skipped:
         extras["skipped"] = torch.tensor(len(samples) - len(kept))
     return Batch(items["inputs"], items["present"], items["label"], items["index"], extras)

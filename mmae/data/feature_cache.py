@@ -37,11 +37,11 @@ class FeatureCache(PerSampleStores):
         super().__init__(names, capacity, directory)
         self.computed = dict.fromkeys(self.names, 0)
 
-    @torch.no_grad()
     def features_of(self, encoder: MultimodalEncoder, batch: Batch,
                     stage: str) -> tuple[Tensors, Tensors, Tensors]:
         """As `mmae.data.batch.features_of(encoder, batch)`, with the cached modalities' features
-        read from the cache where stored, else computed (on the clean raw input) and stored."""
+        read from the cache where stored, else computed (on the clean raw input) and stored.
+        The other modalities' preprocessors run as usual (with gradients, where they learn)."""
         raw, present = split_batch(batch, list(encoder.modalities))
         device = next(encoder.parameters()).device
         index = [int(i) for i in batch.index]
@@ -51,7 +51,8 @@ class FeatureCache(PerSampleStores):
             missing = store.missing(index)
             if missing:
                 rows = torch.tensor(missing)
-                computed = encoder.preprocess({name: raw[name][rows].to(device)})[name]
+                with torch.no_grad():
+                    computed = encoder.preprocess({name: raw[name][rows].to(device)})[name]
                 store.put([index[i] for i in missing], computed.float().cpu())
                 self.computed[name] += len(missing)
             cached[name] = store.get(index).to(device, non_blocking=True)

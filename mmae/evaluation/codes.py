@@ -48,7 +48,7 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
     encoder.eval()
     code_of = code_function(encoder)
     names = list(modalities or encoder.modalities)
-    codes, labels, ids = [], [], []
+    codes, labels, ids, seen = [], [], [], 0
     if progress:  # tqdm only then: `import mmae` stays light
         from tqdm.auto import tqdm
 
@@ -61,7 +61,8 @@ def encode_batches(encoder: MultimodalAutoencoder | FrozenEncoder, batches: Iter
                                  {n: p[keep] for n, p in present.items()},
                                  {n: x[keep] for n, x in raw.items()}))
             labels.append(batch.labels[keep.cpu()])
-            ids.append(batch.index[keep.cpu()])
+            ids.append(batch.ids(seen)[keep.cpu()])
+        seen += len(batch)
     encoder.train(was_training)
     if not codes:
         raise DataError(f"no sample has any of the modalities {names}")

@@ -35,7 +35,8 @@ def gather(batches: Iterable[Batch | Mapping | None], limit: int) -> Batch | Non
     if not parts:
         return None
     return Batch(_concat([p.inputs for p in parts], limit), _concat([p.present for p in parts], limit),
-                 _cat([p.labels for p in parts], limit), _cat([p.index for p in parts], limit),
+                 _cat([p.labels for p in parts], limit),
+                 None if any(p.index is None for p in parts) else _cat([p.index for p in parts], limit),
                  _concat([p.extras for p in parts], limit))
 
 

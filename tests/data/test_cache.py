@@ -149,3 +149,38 @@ def test_the_log_mel_is_computed_once_per_sample_and_training_is_unchanged(compo
     assert plain["module"].features is None
     loss = plain_report["metrics"]["val/loss"]
     assert cached_report["metrics"]["val/loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_cached_modality_leaves_the_others_preprocessing_with_its_gradients():
+    """Only the cached log-mel is computed without gradients: a preprocessor that learns (here
+    a scale on the image) still trains beside it."""
+    from torch import nn
+
+    from mmae.core.model import MultimodalAutoencoder
+    from mmae.data.batch import collate
+    from mmae.data.feature_cache import FeatureCache, cacheable_preprocessors
+    from mmae.data.synthetic import SyntheticMultimodal
+    from mmae.fusion import MeanFusion
+
+    class LearnedScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return x * self.scale
+
+    audio = AudioModality(sample_rate=RATE, duration=SECONDS, n_fft=128, hop_length=32, n_mels=16)
+    modalities = {"image": ImageModality(size=8, hidden_channels=[4]), "audio": audio}
+    data = SyntheticMultimodal(modalities, num_samples=20)
+    model = MultimodalAutoencoder(modalities, MeanFusion, latent_dim=4)
+    model.encoder.preprocessors["image"] = LearnedScale()
+    assert cacheable_preprocessors(model.encoder) == ["audio"]
+    cache = FeatureCache(["audio"], {"train": len(data)})
+    batch = collate([data[i] for i in range(4)])
+    features, _, _ = cache.features_of(model.encoder, batch, "train")
+    assert features["image"].requires_grad and not features["audio"].requires_grad
+    features["image"].sum().backward()
+    assert model.encoder.preprocessors["image"].scale.grad is not None
+    again, _, _ = cache.features_of(model.encoder, batch, "train")
+    assert torch.equal(again["audio"], features["audio"]) and cache.computed["audio"] == 4

@@ -100,6 +100,10 @@ def test_a_batch_keeps_its_modalities_apart_from_what_the_samples_carry(small_mo
     unindexed = {"vector": torch.zeros(2, 3), "present": {"vector": torch.ones(2, dtype=torch.bool)}}
     assert as_batch(unindexed).index is None and as_batch(unindexed).labels.tolist() == [-1, -1]
     assert collate([None, None]) is None
+    flat_samples = [{"vector": torch.zeros(3), "present": {"vector": torch.tensor(True)},
+                     "label": torch.tensor(2), "index": torch.tensor(i)} for i in (7, 9)]
+    read = collate(flat_samples)  # a dataset of one's own, in the flat layout
+    assert set(read.inputs) == {"vector"} and read.index.tolist() == [7, 9] and read.labels.tolist() == [2, 2]
     assert int(collate_counting_skipped([None, data[0], data[1]]).extras["skipped"]) == 1
 
 

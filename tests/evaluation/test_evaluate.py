@@ -11,6 +11,7 @@ from mmae import load_encoder
 from mmae.cli.evaluate import main as eval_main
 from mmae.cli.features import main as features_main
 from mmae.cli.train import train
+from mmae.evaluation.base import Evaluation
 from mmae.evaluation.codes import encode_batches
 from mmae.evaluation.probes import format_results, linear_probe, pca
 
@@ -209,3 +210,15 @@ def test_a_task_named_by_import_path_needs_trust_code_and_an_evaluation_subclass
         user_task("collections.OrderedDict", trust_code=True)
     with pytest.raises(ArtifactError, match="cannot import"):
         user_task("my_missing_package.MyTask", trust_code=True)
+
+
+class Data(Evaluation):
+    """A task whose section would be the `data` node of mmae-eval's config."""
+
+
+def test_a_task_whose_section_is_a_key_of_mmae_evals_config_is_refused():
+    from mmae.cli.evaluate import user_task
+    from mmae.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"section 'data' is already a key of mmae-eval's config"):
+        user_task(f"{__name__}.Data", trust_code=True)

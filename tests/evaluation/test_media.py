@@ -61,6 +61,8 @@ def test_gather_takes_the_first_samples_of_successive_batches():
     batch = media.gather([None, _batch(4), _batch(4, start=4), _batch(4, start=8)], limit=6)
     assert batch.labels.tolist() == batch.index.tolist() == list(range(6))
     assert batch.present["vector"].shape == (6,) and batch.inputs["vector"].shape == (6, 3)
+    unindexed = [{k: v for k, v in _batch(4, start=s).items() if k != "index"} for s in (0, 4)]
+    assert media.gather(unindexed, limit=6).index is None  # a loader of one's own may give none
     assert media.gather([None], limit=3) is None
 
 

@@ -53,7 +53,7 @@ def sample_errors(model: MultimodalAutoencoder, batches: Iterable[Mapping | None
                         _from_others(model, modality, name, features, present, raw))
             size = len(error)
             flags.append(batch.extras["anomaly"].bool() if "anomaly" in batch.extras else None)
-            ids.append(batch.index if batch.index is not None else torch.arange(seen, seen + size))
+            ids.append(batch.ids(seen))
             seen += size
     if not ids:
         raise DataError("anomaly scores: the data has no samples")

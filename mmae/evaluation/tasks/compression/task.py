@@ -60,14 +60,15 @@ def gather_samples(model: MultimodalAutoencoder, batches, limit: int) -> Samples
     """The first `limit` samples of `batches`, as features (`features_of`, on the CPU)."""
     parts: dict[str, list] = {}
     present: dict[str, list] = {}
-    ids, seen = [], 0
+    ids, seen, offset = [], 0, 0
     for batch in nonempty(batches):
         features, masks, _ = features_of(model.encoder, batch)
         keep = torch.stack(list(masks.values()), dim=1).any(dim=1).cpu()
         for name, x in features.items():
             parts.setdefault(name, []).append(x.cpu()[keep])
             present.setdefault(name, []).append(masks[name].cpu()[keep])
-        ids.append(batch.index[keep])
+        ids.append(batch.ids(offset)[keep])
+        offset += len(batch)
         seen += int(keep.sum())
         if seen >= limit:
             break
