@@ -82,15 +82,12 @@ def collate(samples: list[dict | None], count_skipped: bool = False) -> Batch | 
     if not kept:
         return None
     items = default_collate(kept)
-    if "inputs" not in items:  # a dataset of the user's own, in the flat layout of earlier mmae
-        batch = as_batch(items)
-        if count_skipped:
-            batch.extras["skipped"] = torch.tensor(len(samples) - len(kept))
-        return batch
-    extras = dict(items.get("extras", {}))
+    batch = (Batch(items["inputs"], items["present"], items["label"], items["index"],
+                   dict(items.get("extras", {})))
+             if "inputs" in items else as_batch(items))  # (else the flat layout of earlier mmae)
     if count_skipped:
-        extras["skipped"] = torch.tensor(len(samples) - len(kept))
-    return Batch(items["inputs"], items["present"], items["label"], items["index"], extras)
+        batch.extras["skipped"] = torch.tensor(len(samples) - len(kept))
+    return batch
 
 
 def collate_counting_skipped(samples: list[dict | None]) -> Batch | None:
@@ -138,15 +135,19 @@ def nonempty(batches: Iterable[Batch | Mapping | None]) -> Iterator[Batch]:
     return (as_batch(batch) for batch in batches if batch is not None)
 
 
-def features_of(encoder: Any, batch: Batch | Mapping,
-                modalities: Iterable[str] | None = None) -> tuple[Tensors, Tensors, Tensors]:
+def features_of(encoder: Any, batch: Batch | Mapping, modalities: Iterable[str] | None = None,
+                precomputed: Mapping[str, Tensor] | None = None) -> tuple[Tensors, Tensors, Tensors]:
     """A collated batch's features, presence masks and the raw inputs its encoder reads, on
     the encoder's device: the raw inputs of `modalities` (default: all of
     `encoder.modalities`) through `encoder.preprocess`, the one way from a batch to what a
     `MultimodalEncoder` encodes (`encoder(features, present, raw=raw)`) and a decoder
-    reconstructs. `raw` holds only the modalities that `encodes_raw` (speech backbones)."""
+    reconstructs. `raw` holds only the modalities that `encodes_raw` (speech backbones).
+    `precomputed`: features already at hand (`mmae.data.feature_cache`), used as they are."""
     raw, present = split_batch(batch, list(encoder.modalities if modalities is None else modalities))
+    precomputed = precomputed or {}
     device = next(encoder.parameters()).device
-    raw = to_device(raw, device)
-    kept = {name: x for name, x in raw.items() if encoder.modalities[name].encodes_raw}
-    return encoder.preprocess(raw), to_device(present, device), kept
+    kept = to_device({name: x for name, x in raw.items() if encoder.modalities[name].encodes_raw}, device)
+    computed = encoder.preprocess({name: kept[name] if name in kept else x.to(device)
+                                   for name, x in raw.items() if name not in precomputed})
+    features = {name: precomputed[name] if name in precomputed else computed[name] for name in raw}
+    return features, to_device(present, device), kept

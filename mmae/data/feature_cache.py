@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from mmae.core.model import MultimodalEncoder
-from mmae.data.batch import Batch, Tensors, split_batch, to_device
+from mmae.data.batch import Batch, Tensors
 from mmae.data.stem_cache import PerSampleStores
 
 
@@ -37,28 +36,21 @@ class FeatureCache(PerSampleStores):
         super().__init__(names, capacity, directory)
         self.computed = dict.fromkeys(self.names, 0)
 
-    def features_of(self, encoder: MultimodalEncoder, batch: Batch,
-                    stage: str) -> tuple[Tensors, Tensors, Tensors]:
-        """As `mmae.data.batch.features_of(encoder, batch)`, with the cached modalities' features
-        read from the cache where stored, else computed (on the clean raw input) and stored.
-        The other modalities' preprocessors run as usual (with gradients, where they learn)."""
-        raw, present = split_batch(batch, list(encoder.modalities))
+    def lookup(self, encoder: MultimodalEncoder, batch: Batch, stage: str) -> Tensors:
+        """The cached modalities' features of this batch's samples, on the encoder's device:
+        read where stored, else computed (without gradients: nothing in them learns) and
+        stored. Pass them to `mmae.data.batch.features_of(..., precomputed=...)`."""
         device = next(encoder.parameters()).device
         index = [int(i) for i in batch.index]
-        cached: dict[str, Tensor] = {}
+        features = {}
         for name in self.names:
             store = self._store(stage, name)
             missing = store.missing(index)
             if missing:
-                rows = torch.tensor(missing)
+                raw = batch.inputs[name][torch.tensor(missing)].to(device)
                 with torch.no_grad():
-                    computed = encoder.preprocess({name: raw[name][rows].to(device)})[name]
+                    computed = encoder.preprocess({name: raw})[name]
                 store.put([index[i] for i in missing], computed.float().cpu())
                 self.computed[name] += len(missing)
-            cached[name] = store.get(index).to(device, non_blocking=True)
-        # The raw inputs of the modalities that `encodes_raw` still travel: their encoder reads them.
-        kept = {name: raw[name] for name in raw if name not in cached or encoder.modalities[name].encodes_raw}
-        kept = to_device(kept, device)
-        features = {**encoder.preprocess({n: x for n, x in kept.items() if n not in cached}), **cached}
-        encodes_raw = {n: x for n, x in kept.items() if encoder.modalities[n].encodes_raw}
-        return {n: features[n] for n in raw}, to_device(present, device), encodes_raw
+            features[name] = store.get(index).to(device, non_blocking=True)
+        return features

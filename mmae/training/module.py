@@ -86,9 +86,9 @@ class AutoencoderModule(pl.LightningModule):
 
     def _losses(self, batch: Batch, train: bool):
         stage = "train" if train else "val"
-        inputs, present, raw = (self.features.features_of(self.model.encoder, batch, stage)
-                                if self.features is not None and batch.index is not None
-                                else features_of(self.model.encoder, batch))
+        precomputed = (self.features.lookup(self.model.encoder, batch, stage)
+                       if self.features is not None and batch.index is not None else None)
+        inputs, present, raw = features_of(self.model.encoder, batch, precomputed=precomputed)
         if self.stems is not None and batch.index is None:
             rank_zero_warn("the batches carry no sample 'index', which the frozen-backbone cache is keyed "
                            "by: backbones run on every batch (give each sample its index to cache them)")

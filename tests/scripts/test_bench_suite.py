@@ -1,15 +1,11 @@
 """The suite benchmark's own pieces: how baselines read each modality, how a single-modality
 run is configured, and how seeds are summarised (scripts/bench_suite.py)."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
 
 bench_suite = pytest.importorskip("bench_suite")
 

@@ -7,13 +7,10 @@ import csv
 import dataclasses
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 LIMIT = 60
 
 pytestmark = [
@@ -25,13 +22,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def realdata():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import realdata
+    import realdata
 
-        yield realdata
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return realdata
 
 
 @pytest.fixture(scope="module")

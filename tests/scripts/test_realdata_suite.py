@@ -10,13 +10,11 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 LETTERS_LIMIT = 78  # 3 rows per class
 SHAPES_LIMIT = 60
 SMALL = 26  # a second, smaller build: its rows are the first of the bigger one's
@@ -39,13 +37,9 @@ pytestmark = pytest.mark.skipif(_missing_tools() is not None, reason=f"speech en
 
 @pytest.fixture(scope="module")
 def suite():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import realdata_suite
+    import realdata_suite
 
-        yield realdata_suite
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return realdata_suite
 
 
 def _rows(manifest: Path) -> list[dict]:

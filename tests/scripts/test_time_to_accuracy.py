@@ -1,17 +1,11 @@
 """The benchmarks' time-to-accuracy measure and their speed yardstick, the peer MLP
 autoencoder (scripts/time_to_accuracy.py, scripts/peer_mlp.py)."""
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from peer_mlp import PeerSettings, train_peer  # noqa: E402
-from time_to_accuracy import time_to_fraction, training_history  # noqa: E402
+from peer_mlp import PeerSettings, train_peer
+from time_to_accuracy import time_to_fraction, training_history
 
 
 def test_time_to_fraction_is_where_the_loss_made_that_part_of_its_drop():
