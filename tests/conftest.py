@@ -12,9 +12,9 @@ import os
 
 import pytest
 import torch
-from filelock import FileLock
 from hydra import compose, initialize_config_dir
 from tokenizers import Tokenizer, models, pre_tokenizers
+from trained_runs import session_run
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from mmae.config import CONFIG_DIR
@@ -72,31 +72,8 @@ def saved_bert(tmp_path_factory):
     return folder
 
 
-def _train_run(folder, *overrides: str):
-    from mmae.cli.train import train
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny", "logger=none", "progress_bar=none",
-                                          f"paths.output_dir={folder}", *overrides])
-    train(cfg)
-    return folder
-
-
 #: The evaluation runs: three modalities (so coherence has subsets of 1 and 2 inputs).
 EVAL_MODALITIES = ["modality=[image,vector,text]"]
-
-
-def _session_run(tmp_path_factory, name: str, *overrides: str):
-    """A run trained once per test session, even with the tests spread over xdist workers:
-    the first worker to need it trains it under a file lock, the others wait and share it."""
-    root = tmp_path_factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        root = root.parent  # the session's folder, above each worker's own
-    folder = root / name
-    with FileLock(f"{folder}.lock"):
-        if not (folder / "metrics.json").exists():
-            _train_run(folder, *overrides)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -105,16 +82,16 @@ def eval_run(tmp_path_factory):
     folder, with encoder/, checkpoints/best.ckpt and config.yaml. 2,000 samples and 8 epochs
     (two minutes on 2 cores), so that codes and imputations carry the class clearly above
     chance (probe 25%, coherence from 2 inputs 20%; chance 10%); the tiny run's do not."""
-    return _session_run(tmp_path_factory, "eval-ae", *EVAL_MODALITIES,
-                        "data.dataset.num_samples=2000", "trainer.max_epochs=8")
+    return session_run(tmp_path_factory, "eval-ae", *EVAL_MODALITIES,
+                       "data.dataset.num_samples=2000", "trainer.max_epochs=8")
 
 
 @pytest.fixture(scope="session")
 def eval_vae_run(tmp_path_factory):
     """A tiny multimodal VAE (mixture of products of experts) on the same modalities: for what
     only a VAE has (the prior's joint coherence), not for quality."""
-    return _session_run(tmp_path_factory, "eval-vae", *EVAL_MODALITIES, "trainer.max_epochs=4",
-                        "model=vae", "fusion=mopoe")
+    return session_run(tmp_path_factory, "eval-vae", *EVAL_MODALITIES, "trainer.max_epochs=4",
+                       "model=vae", "fusion=mopoe")
 
 
 #: Fixtures that train a run for the session: a test reading one is an end-to-end test.

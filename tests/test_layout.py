@@ -83,3 +83,26 @@ def test_no_module_is_longer_than_450_lines():
     long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert not long, f"split these modules: {long}"
+
+
+def _imported(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_test_helpers_import_by_names_nothing_else_on_the_path_shares():
+    """Every folder's conftest.py is a module named `conftest`, and the scripts' tests put
+    scripts/ on the path: a helper imported as `conftest`, or named like a script, would be
+    whichever module pytest happened to load first."""
+    tests = Path(__file__).parent
+    scripts = {p.stem for p in (tests.parent / "scripts").glob("*.py")}
+    helpers = {p.stem for p in tests.glob("*.py") if not p.stem.startswith("test_")} - {"conftest"}
+    assert not helpers & scripts, f"rename these test helpers: {sorted(helpers & scripts)}"
+    importers = sorted(str(p.relative_to(tests)) for p in tests.rglob("*.py") if "conftest" in _imported(p))
+    assert not importers, f"import shared helpers from a module of their own, not conftest: {importers}"

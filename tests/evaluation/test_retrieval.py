@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from eval_context import eval_context
+from trained_runs import train_run
 
 from mmae.core.errors import ConfigError
 from mmae.core.registry import EVALUATIONS
@@ -168,9 +169,7 @@ def test_retrieval_task_on_a_trained_run(eval_run):
 
 @pytest.fixture(scope="module")
 def binary_run(tmp_path_factory):
-    from conftest import _train_run
-
-    return _train_run(tmp_path_factory.mktemp("binary"), "trainer.max_epochs=1",
+    return train_run(tmp_path_factory.mktemp("binary"), "trainer.max_epochs=1",
                       "model.latent_activation=binary")
 
 
