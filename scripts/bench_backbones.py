@@ -9,7 +9,7 @@ real-data benchmark. Every figure is measured in this run; nothing is downloaded
 **Speed** (synthetic data, `modality=[image,vector]`, 28x28 images): an untrained ViT (built
 from a `ViTConfig`, saved with `save_pretrained` beside a `ViTImageProcessor`) goes under the
 image modality with `modality.image.model=DIR` (frozen, as a pretrained model is), and the
-same fit runs twice: with the cache (`trainer.cache_backbones=true`, the default: each sample's
+same fit runs twice: with the cache (`training.cache_backbones=true`, the default: each sample's
 backbone output is computed once) and without it. Both fits are in this process with the
 same seed and epochs; the figures are training samples/s over epochs 2+ (the cache is filled
 in epoch 1, so these are the epochs it speeds up; the clock runs from the epoch's start to
@@ -211,8 +211,8 @@ def bench_speed(sizes: Sizes, out: Path, seed: int) -> dict:
     fits = {}
     for label, cache in (("uncached", "false"), ("cached", "true")):
         print(f"[speed] {label}: {sizes.speed_epochs} epochs, {' '.join(base)} "
-              f"trainer.cache_backbones={cache}", flush=True)
-        fits[label] = time_fit([*base, f"trainer.cache_backbones={cache}"], sizes.speed_epochs,
+              f"training.cache_backbones={cache}", flush=True)
+        fits[label] = time_fit([*base, f"training.cache_backbones={cache}"], sizes.speed_epochs,
                                out / f"speed-{label}")
     cached, uncached = fits["cached"], fits["uncached"]
     return {"vit": {"image_size": SPEED_IMAGE, **sizes.speed_vit}, "folder": str(vit), "fits": fits,

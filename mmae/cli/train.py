@@ -33,6 +33,7 @@ from mmae.artifacts.export import export_encoder
 from mmae.cli.runner import run_command
 from mmae.config import CONFIG_DIR, check_group_overrides, compose_config
 from mmae.config.assembly import build_all, build_module, build_trainer
+from mmae.config.renamed import move_renamed_keys, renamed_overrides
 from mmae.config.resume import check_fresh_output_dir, check_resumable, logger_arguments, resolve_ckpt_path
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError, MMAEError, TrainingError
@@ -66,6 +67,7 @@ def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
 def train(cfg: DictConfig, multirun: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train on `cfg` and write checkpoints/, encoder/, metrics.json and config.yaml to the
     output dir. `multirun` says the job is one point of a Hydra sweep."""
+    move_renamed_keys(cfg)  # (an experiment file of one's own may still use an old name)
     validate_config(cfg, "train")  # unknown keys, wrong types, impossible combinations
     check_fresh_output_dir(Path(cfg.paths.output_dir), cfg.get("ckpt_path"))
     with tracking_session():
@@ -251,6 +253,7 @@ def main() -> None:
     """Console entry point of `mmae-train`."""
     quiet_lightning()
     def check() -> None:
+        sys.argv[1:] = renamed_overrides(sys.argv[1:])
         check_group_overrides(sys.argv[1:])
         sys.argv += _default_trainer(sys.argv[1:])
         _validate_overrides(sys.argv[1:])

@@ -22,7 +22,6 @@ from pytorch_lightning.strategies import Strategy
 from mmae.artifacts.export import FrozenEncoder, describe, load_checkpoint_model, load_encoder
 from mmae.config.build import build, build_modalities
 from mmae.config.compose import compose_config
-from mmae.config.schema import MMAE_TRAINER_KEYS
 from mmae.core.errors import ConfigError
 from mmae.evaluation.base import EvalContext
 from mmae.training.checkpoint_io import AtomicCheckpointIO
@@ -54,9 +53,7 @@ def build_module(cfg: DictConfig) -> tuple[AutoencoderModule, pl.LightningDataMo
         scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
         corruption=build(cfg.corruption),
         config=OmegaConf.to_container(cfg, resolve=True),
-        on_nonfinite=cfg.trainer.get("on_nonfinite", "raise"),
-        cache_backbones=cfg.trainer.get("cache_backbones", True),
-        cache_features=cfg.trainer.get("cache_features", True),
+        **cfg.get("training", {}),
     )
     return module, datamodule
 
@@ -77,13 +74,9 @@ def _plugins(settings: dict, kwargs: dict) -> list:
 
 
 def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
-    """The Lightning Trainer of a `trainer` config node. Keys that are mmae's own settings
-    (`on_nonfinite`, `cache_backbones`, `cache_features`, read by
-    `build_module`) are not Trainer arguments and are left out;
+    """The Lightning Trainer of a `trainer` config node (`kwargs` added to its arguments);
     `enable_progress_bar: false` drops the bar that the `progress_bar` group added."""
     settings = OmegaConf.to_container(trainer_cfg, resolve=True)
-    for key in MMAE_TRAINER_KEYS:
-        settings.pop(key, None)
     if not settings.get("enable_progress_bar", True):  # it overrules the progress_bar choice
         kwargs["callbacks"] = [c for c in kwargs.get("callbacks", []) if not isinstance(c, ProgressBar)]
     kwargs["plugins"] = _plugins(settings, kwargs)  # checkpoints written atomically, loaded safely

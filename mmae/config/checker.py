@@ -24,7 +24,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from omegaconf import ListConfig, OmegaConf
@@ -42,12 +42,10 @@ class Target:
     """A node that `hydra.utils.instantiate` builds: its keys are the target's parameters.
 
     `passed`: parameters mmae supplies when it builds the node, so the config cannot set them;
-    `own`: mmae's own settings kept in the node (name -> type), not passed to the target;
     `optional`: null (or an empty node, as `logger=none` composes) means "none".
     """
 
     passed: tuple[str, ...] = ()
-    own: Mapping[str, Any] = field(default_factory=dict)
     optional: bool = False
 
 
@@ -246,11 +244,11 @@ def _check_target(node: Any, spec: Target, path: str) -> None:
     recursive = get(node, "_recursive_") is not False
     if signature is None:
         return
-    valid = [p for p in signature.parameters if p not in spec.passed] + list(spec.own)
+    valid = [p for p in signature.parameters if p not in spec.passed]
     for key in node:
         key_path = _join(path, key)
-        if key in HYDRA_KEYS or key in spec.own:
-            _check_value(get(node, key), HYDRA_KEYS.get(key) or spec.own[key], key_path)
+        if key in HYDRA_KEYS:
+            _check_value(get(node, key), HYDRA_KEYS[key], key_path)
         elif key in spec.passed:
             raise ConfigError(f"{key_path} cannot be set in the config: mmae passes it when it "
                               f"builds {path}")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from mmae.config.renamed import renamed_overrides
 from mmae.config.schema import validate_config
 from mmae.core.errors import ConfigError
 
@@ -23,6 +24,7 @@ def compose_config(name: str, overrides: list[str], validate: bool = True):
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
+    overrides = renamed_overrides(overrides)
     check_group_overrides(overrides)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         try:

@@ -3,6 +3,7 @@ and where the loggers continue so the first part's records are kept."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.config.renamed import move_renamed_keys
 from mmae.config.resolvers import is_rank_zero_process
 from mmae.core.errors import ConfigError
 from mmae.training.tracking import previous_run_id
@@ -23,7 +25,7 @@ ARCHITECTURE = ("modality", "model", "fusion")
 FREE = ("ckpt_path", "paths", "logger", "callbacks", "compile", "compile_options",
         "trainer.default_root_dir", "trainer.max_epochs", "trainer.max_steps", "trainer.max_time",
         "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-        "trainer.on_nonfinite",
+        "training.on_nonfinite",
         "data.num_workers", "data.pin_memory")
 
 
@@ -95,6 +97,8 @@ def check_resumable(ckpt_path: str, cfg: DictConfig) -> None:
     saved = hyper_parameters.get("config") if isinstance(hyper_parameters, Mapping) else None
     if saved is None:
         return  # not written by mmae-train: Lightning's own checks apply
+    saved = copy.deepcopy(dict(saved))
+    move_renamed_keys(saved, warn=False)  # a run of an older mmae: compared under today's names
     differences = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
     architecture = {k: v for k, v in differences.items() if k.split(".")[0] in ARCHITECTURE}
     if architecture:

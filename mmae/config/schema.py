@@ -34,10 +34,9 @@ from mmae.config.checker import (
 from mmae.core.errors import ConfigError
 from mmae.training.nonfinite import POLICIES
 
-#: Settings in the `trainer` node that mmae reads itself rather than passing to Lightning
-#: (name -> type). `mmae.cli.train.build_trainer` leaves them out of the Trainer's arguments.
-MMAE_TRAINER_KEYS: dict[str, Any] = {"on_nonfinite": Literal[POLICIES], "cache_backbones": bool,
-                                     "cache_features": bool}
+#: mmae's own settings of the training loop (`training:`): the Trainer's are Lightning's.
+TRAINING_KEYS: dict[str, Any] = {"on_nonfinite": Literal[POLICIES], "cache_backbones": bool,
+                                 "cache_features": bool}
 
 #: torch.compile's modes (`torch._inductor.list_mode_options`).
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -62,7 +61,8 @@ def _train_schema() -> dict[str, Any]:
         "fusion": Target(passed=("modalities", "embed_dim", "latent_dim")),
         "objective": Target(),
         "corruption": Target(),
-        "trainer": Target(passed=("callbacks", "logger"), own=MMAE_TRAINER_KEYS),
+        "training": TRAINING_KEYS,
+        "trainer": Target(passed=("callbacks", "logger")),
         "logger": Nodes(Target(optional=True), single=True),
         "callbacks": Nodes(Target(optional=True), single=True),
         "hydra": IGNORED,

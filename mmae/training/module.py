@@ -151,7 +151,7 @@ class AutoencoderModule(pl.LightningModule):
                 f"{problem}. Nothing of this step reached the weights"
                 + (f"; {saved.dirpath} holds the last good checkpoints" if saved else "")
                 + ". Lower the learning rate, clip gradients (trainer.gradient_clip_val=1.0) or check "
-                "the data; trainer.on_nonfinite=skip drops such steps instead.")
+                "the data; training.on_nonfinite=skip drops such steps instead.")
         optimizer.zero_grad(set_to_none=True)  # no gradient, no update (nor weight decay)
         self.nonfinite_skipped += 1
         if self.nonfinite_skipped <= self._WARN_SKIPS:
@@ -278,7 +278,7 @@ class AutoencoderModule(pl.LightningModule):
         self.stems = StemCache(names, capacity, Path(cache_dir) / "stems" if cache_dir else None)
         rank_zero_info(f"frozen backbones of {names} run once per sample: their outputs are cached, so "
                        "later epochs train only the heads (element noise does not reach these encoders; "
-                       "modality dropout does). trainer.cache_backbones=false turns this off.")
+                       "modality dropout does). training.cache_backbones=false turns this off.")
 
     def on_train_start(self) -> None:
         # Restored here, after loading and any sanity check, so the next draw is the one the

@@ -1,6 +1,6 @@
 """Finding a loss or gradient that went NaN or infinite before it reaches the weights.
 
-`trainer.on_nonfinite` chooses what happens then: `raise` stops training with a message
+`training.on_nonfinite` chooses what happens then: `raise` stops training with a message
 naming the step, the batch and the loss term or parameter (the checkpoints on disk are
 those of the last good epoch), `skip` drops that optimizer step and counts it.
 """
@@ -19,7 +19,7 @@ POLICIES = ("raise", "skip")
 
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
-        raise ConfigError(f"trainer.on_nonfinite must be one of {', '.join(POLICIES)}, got '{policy}'")
+        raise ConfigError(f"training.on_nonfinite must be one of {', '.join(POLICIES)}, got '{policy}'")
     return policy
 
 

@@ -52,7 +52,7 @@ def test_top_level_typo_lists_the_top_level_keys(compose_cfg):
     ("+compile_options.mod=max-autotune", r"unknown key 'compile_options\.mod' \(did you mean 'mode'\?\); "
                                           r"the valid keys of compile_options: backend, mode, dynamic"),
     ("+trainer.max_epoch=3", r"unknown key 'trainer\.max_epoch' \(did you mean 'max_epochs'\?\); the valid "
-                             r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*on_nonfinite"),
+                             r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*enable_progress_bar"),
     ("+corruption.noise.sigm=0.1",
      r"unknown key 'corruption\.noise\.sigm'.* of mmae\.core\.corruption\.GaussianNoise"),
     ("+callbacks.model_checkpoint.monitr=val/loss", r"did you mean 'monitor'"),
@@ -137,7 +137,7 @@ def test_paths_is_open_to_directories_of_your_own(compose_cfg):
 @pytest.mark.parametrize("override, message", [
     ("trainer.precision=17", r"trainer\.precision must be one of 64, 32, 16, transformer-engine, .*16-mixed, "
                              r"bf16-true, bf16-mixed, 32-true, 64-true, bf16, null; got 17 \(int\)"),
-    ("trainer.on_nonfinite=ignore", r"trainer\.on_nonfinite must be one of raise, skip; got 'ignore'"),
+    ("training.on_nonfinite=ignore", r"training\.on_nonfinite must be one of raise, skip; got 'ignore'"),
     ("model.latent_activation=softmax",
      r"model\.latent_activation must be one of sigmoid, tanh, relu, binary, null"),
     ("trainer.deterministic=yes", r"trainer\.deterministic must be one of warn, null \(or true or false\)"),

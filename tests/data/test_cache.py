@@ -132,7 +132,7 @@ def test_cache_false_reads_lazily(tmp_path, reads):
 @pytest.mark.slow
 def test_the_log_mel_is_computed_once_per_sample_and_training_is_unchanged(compose_cfg, tmp_path):
     """Epoch 1 computes every sample's log-mel and later epochs none; the same run recomputing
-    it every step (`trainer.cache_features=false`) ends with the same validation loss, as
+    it every step (`training.cache_features=false`) ends with the same validation loss, as
     corruption and augmentation draw the same random numbers either way."""
     from mmae.cli.train import train
 
@@ -144,7 +144,7 @@ def test_the_log_mel_is_computed_once_per_sample_and_training_is_unchanged(compo
     data = cached["datamodule"]
     assert features.computed["audio"] == len(data.dataset("train")) + len(data.dataset("val"))
 
-    plain_report, plain = train(compose_cfg(*common, "trainer.cache_features=false",
+    plain_report, plain = train(compose_cfg(*common, "training.cache_features=false",
                                             f"paths.output_dir={tmp_path / 'uncached'}"))
     assert plain["module"].features is None
     loss = plain_report["metrics"]["val/loss"]

@@ -122,7 +122,7 @@ def test_a_frozen_backbone_runs_once_per_sample_and_gives_the_uncached_result(co
     batches = len(cached["datamodule"].train_dataloader()) + len(cached["datamodule"].val_dataloader())
     assert stems.forwards["image"] == batches  # every batch of epoch 1, none after
 
-    plain_report, plain = train(compose_cfg(*common, *counter, "trainer.cache_backbones=false",
+    plain_report, plain = train(compose_cfg(*common, *counter, "training.cache_backbones=false",
                                             f"paths.output_dir={tmp_path / 'uncached'}"))
     calls = next(c for c in plain["trainer"].callbacks if isinstance(c, BackboneCalls)).per_epoch
     assert len(calls) == 3 and min(calls) > 0 and plain["module"].stems is None

@@ -1,5 +1,5 @@
 """A NaN or infinite loss or gradient stops training with its step, batch and term, or is
-skipped and counted with trainer.on_nonfinite=skip; it never reaches the weights."""
+skipped and counted with training.on_nonfinite=skip; it never reaches the weights."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_training_stops_naming_step_batch_and_term_and_keeps_the_last_good_check
     message = str(caught.value)
     assert message.startswith(f"step {bad_step}: ")
     assert culprit in message and "(epoch 1, batch 3)" in message
-    assert "trainer.on_nonfinite=skip" in message and str(tmp_path / "checkpoints") in message
+    assert "training.on_nonfinite=skip" in message and str(tmp_path / "checkpoints") in message
     last = load_checkpoint_file(tmp_path / "checkpoints" / "last.ckpt")
     assert (last["epoch"], last["global_step"]) == (0, BATCHES_PER_EPOCH)
     assert all(torch.isfinite(w).all() for w in _weights(tmp_path / "checkpoints" / "last.ckpt").values())
@@ -68,7 +68,7 @@ def test_training_stops_naming_step_batch_and_term_and_keeps_the_last_good_check
 @pytest.mark.parametrize("kind", ["value", "gradient"])
 def test_skip_drops_exactly_the_bad_steps_and_counts_them(compose_cfg, tmp_path, kind):
     bad_steps = [0, 5, 9, 15]
-    cfg = compose_cfg(*_overrides("trainer.max_epochs=2", "trainer.on_nonfinite=skip", "logger=csv",
+    cfg = compose_cfg(*_overrides("trainer.max_epochs=2", "training.on_nonfinite=skip", "logger=csv",
                                   *_fault(kind, bad_steps)))
     with pytest.warns(RuntimeWarning, match=r"skipped step 5: non-finite"):
         report, objects = train(cfg)
@@ -87,7 +87,7 @@ def test_skip_drops_exactly_the_bad_steps_and_counts_them(compose_cfg, tmp_path,
 
 def test_a_skipped_step_leaves_the_weights_untouched(compose_cfg, tmp_path):
     """Skipping every step of an epoch = no update at all (not even AdamW's weight decay)."""
-    cfg = compose_cfg(*_overrides("trainer.max_epochs=1", "trainer.on_nonfinite=skip",
+    cfg = compose_cfg(*_overrides("trainer.max_epochs=1", "training.on_nonfinite=skip",
                                   "optimizer.weight_decay=0.1",
                                   *_fault("gradient", list(range(BATCHES_PER_EPOCH)))))
     pl.seed_everything(cfg.seed)  # as train() does before building
