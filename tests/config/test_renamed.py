@@ -20,7 +20,8 @@ def test_old_overrides_are_rewritten_with_a_warning_naming_both_keys():
         rewritten = renamed_overrides(["trainer.on_nonfinite=skip", "+trainer.cache_features=false",
                                        "~trainer.cache_backbones", "trainer.max_epochs=2"])
     moved = ("on_nonfinite", "cache_features", "cache_backbones")
-    assert [str(w.message).split(";")[0] for w in warned] == [f"trainer.{k} is now training.{k}" for k in moved]
+    assert [str(w.message).split(";")[0] for w in warned] == [f"trainer.{k} is now training.{k}"
+                                                              for k in moved]
     assert rewritten == ["training.on_nonfinite=skip", "training.cache_features=false",
                          "~training.cache_backbones", "trainer.max_epochs=2"]
 

@@ -52,7 +52,7 @@ def test_top_level_typo_lists_the_top_level_keys(compose_cfg):
     ("+compile_options.mod=max-autotune", r"unknown key 'compile_options\.mod' \(did you mean 'mode'\?\); "
                                           r"the valid keys of compile_options: backend, mode, dynamic"),
     ("+trainer.max_epoch=3", r"unknown key 'trainer\.max_epoch' \(did you mean 'max_epochs'\?\); the valid "
-                             r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*enable_progress_bar"),
+                             r"keys of pytorch_lightning\.Trainer: accelerator, strategy, .*profiler"),
     ("+corruption.noise.sigm=0.1",
      r"unknown key 'corruption\.noise\.sigm'.* of mmae\.core\.corruption\.GaussianNoise"),
     ("+callbacks.model_checkpoint.monitr=val/loss", r"did you mean 'monitor'"),
