@@ -145,7 +145,7 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
                          for split, data in datamodule.datasets.items()},
         "epochs": trainer.current_epoch,
         "labels": label_map.to_json() if (label_map := datamodule.label_map) else None,
-        "nonfinite_skipped": module.nonfinite_skipped,
+        "nonfinite_skipped": module.nonfinite.skipped,
         "best_checkpoint": best,
         "metrics": metrics,
         "imputation": imputation_summary(metrics, module.model.modalities),

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from mmae.artifacts.export import describe
 from mmae.core.corruption import NoCorruption
-from mmae.core.errors import TrainingError
 from mmae.core.model import MultimodalAutoencoder
 from mmae.core.objectives import Objective, ReconstructionLoss, Step
 from mmae.data.batch import Batch, as_batch, features_of
 from mmae.data.feature_cache import FeatureCache, cacheable_preprocessors
 from mmae.data.stem_cache import StemCache, cacheable_modalities
 from mmae.evaluation.reconstruction import baseline_ratios, estimate_baselines, reconstruction_sums
-from mmae.training import random_state
-from mmae.training.nonfinite import check_policy, first_few, is_finite, nonfinite_gradients, nonfinite_terms
+from mmae.training.nonfinite import NonfiniteGuard, is_finite
+from mmae.training.random_state import ResumableRandomState
+from mmae.training.ranks import union_over_ranks
 from mmae.version import __version__
 
 
@@ -48,12 +47,11 @@ class AutoencoderModule(pl.LightningModule):
     Validation logs, per modality, the error from all inputs, from every leave-one-out
     subset, and of the training-mean baseline (estimated once from the training loader).
 
-    A NaN or infinite loss or gradient never reaches the weights: `on_nonfinite="raise"`
-    stops with the step, batch and term or parameter; `"skip"` drops that optimizer step
-    and counts it in `train/nonfinite_skipped`.
+    It brings two callbacks of its own (`configure_callbacks`), so any Trainer that fits it
+    has them: `NonfiniteGuard` (a NaN or infinite loss or gradient never reaches the weights:
+    `on_nonfinite="raise"` stops, `"skip"` drops the step and counts it) and
+    `ResumableRandomState` (a resumed run draws what an uninterrupted one would have).
     """
-
-    _WARN_SKIPS = 5  # skips warned about one by one; later ones are only counted
 
     def __init__(self, model: MultimodalAutoencoder, objective: Objective,
                  optimizer: Callable[..., torch.optim.Optimizer],
@@ -64,7 +62,8 @@ class AutoencoderModule(pl.LightningModule):
         super().__init__()
         # Only primitives go into the checkpoint, so it loads with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["model", "objective", "optimizer", "scheduler", "corruption"])
-        self.on_nonfinite = check_policy(on_nonfinite)
+        self.nonfinite = NonfiniteGuard(on_nonfinite)
+        self.random_state = ResumableRandomState()
         objective.check(model)
         _warn_if_unregularized_overcomplete(model, objective, corruption)
         self.model = model
@@ -73,12 +72,8 @@ class AutoencoderModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.corruption = corruption or NoCorruption()
         self.baseline_batches = baseline_batches
-        self.nonfinite_skipped = 0
-        self._nonfinite_loss: str | None = None  # what went wrong in this step's batches
-        self._batch_idx = 0
         self.baselines: dict[str, torch.Tensor] | None = None
         self._val_sums: dict[str, torch.Tensor] = {}
-        self._resumed_random_state: dict | None = None
         self.cache_backbones = cache_backbones
         self.stems: StemCache | None = None  # frozen backbones' outputs, built at fit start
         self.cache_features = cache_features
@@ -117,57 +112,21 @@ class AutoencoderModule(pl.LightningModule):
         # A zero loss on the graph rather than None: under DDP every rank must run backward.
         return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [self.nonfinite, self.random_state]
+
     def training_step(self, batch: Batch | Mapping | None, batch_idx: int) -> torch.Tensor | None:
-        self._batch_idx = batch_idx  # named if this step's gradients turn out non-finite
         if batch is None:  # every sample of the batch was skipped
             return self._zero_loss()
         batch = as_batch(batch)
         self._count_skipped("train", batch)
         losses, step = self._losses(batch, train=True)
-        if not is_finite(losses.total):
-            # Decided at the optimizer step, where every DDP rank learns of it together.
-            self._nonfinite_loss = (f"non-finite loss {first_few(nonfinite_terms(losses.logged))} "
-                                    f"(epoch {self.current_epoch}, batch {batch_idx})")
+        if not is_finite(losses.total):  # the guard decides at the optimizer step, with every rank
+            self.nonfinite.reject_loss(losses.logged, self.current_epoch, batch_idx)
             return self._zero_loss()
         batch_size = next(iter(step.targets.values())).shape[0]
         self._log_losses("train", losses.logged, batch_size)
         return losses.total
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Stop or skip the step if a loss or (unscaled, all-reduced) gradient is not finite."""
-        problem, self._nonfinite_loss = self._nonfinite_loss, None
-        if problem is None and getattr(self.trainer.precision_plugin, "scaler", None) is None:
-            # (With fp16 loss scaling, overflowing gradients are the scaler's to skip.)
-            bad = nonfinite_gradients(self.named_parameters())
-            if bad:
-                problem = (f"non-finite gradient of {first_few(bad)} "
-                           f"(epoch {self.current_epoch}, batch {self._batch_idx})")
-        if not self._on_any_rank(problem is not None):
-            return
-        problem = f"step {self.global_step}: {problem or 'a non-finite loss or gradient on another rank'}"
-        if self.on_nonfinite == "raise":
-            saved = self.trainer.checkpoint_callback
-            raise TrainingError(
-                f"{problem}. Nothing of this step reached the weights"
-                + (f"; {saved.dirpath} holds the last good checkpoints" if saved else "")
-                + ". Lower the learning rate, clip gradients (trainer.gradient_clip_val=1.0) or check "
-                "the data; training.on_nonfinite=skip drops such steps instead.")
-        optimizer.zero_grad(set_to_none=True)  # no gradient, no update (nor weight decay)
-        self.nonfinite_skipped += 1
-        if self.nonfinite_skipped <= self._WARN_SKIPS:
-            later = "; later skips are only counted" if self.nonfinite_skipped == self._WARN_SKIPS else ""
-            rank_zero_warn(f"skipped {problem} (on_nonfinite=skip; "
-                           f"{self.nonfinite_skipped} so far{later})", category=RuntimeWarning)
-
-    def on_train_epoch_end(self) -> None:
-        if self.on_nonfinite == "skip":
-            self.log("train/nonfinite_skipped", float(self.nonfinite_skipped), reduce_fx="max")
-
-    def _on_any_rank(self, flag: bool) -> bool:
-        if not self._distributed():
-            return flag
-        votes = torch.tensor(float(flag), device=self.device)
-        return bool(self.trainer.strategy.reduce(votes, reduce_op="sum") > 0)
 
     def validation_step(self, batch: Batch | Mapping | None, batch_idx: int) -> None:
         if batch is None:
@@ -184,12 +143,6 @@ class AutoencoderModule(pl.LightningModule):
             pair = torch.stack([total.double(), count.double()])
             self._val_sums[name] = self._val_sums[name] + pair if name in self._val_sums else pair
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.trainer.world_size > 1:
-            # Every rank was seeded alike: without this, each would draw the same dropout masks
-            # and noise for the samples at the same batch positions.
-            random_state.offset_for_rank(self.global_rank)
-
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
 
@@ -200,7 +153,7 @@ class AutoencoderModule(pl.LightningModule):
         samples hold each modality), and gathering the metric names first keeps the ranks'
         collectives aligned even when one rank saw no sample of some modality.
         """
-        names = sorted(self._union_over_ranks(self._val_sums))
+        names = sorted(union_over_ranks(self._trainer, self._val_sums))
         if not names:
             return
         zero = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -240,21 +193,11 @@ class AutoencoderModule(pl.LightningModule):
         checkpoint["mmae_version"] = __version__
         checkpoint["mmae_model"] = describe(self.model)  # rebuilds the model without the config
         checkpoint["mmae_baselines"] = self.baselines
-        checkpoint["mmae_nonfinite_skipped"] = self.nonfinite_skipped
         label_map = getattr(self._trainer and self.trainer.datamodule, "label_map", None)
         checkpoint["mmae_labels"] = label_map.to_json() if label_map is not None else None
-        # Every rank's generators (called on all ranks; rank zero writes the file).
-        checkpoint["mmae_random_state"] = self._gather_over_ranks(random_state.capture())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.baselines = checkpoint.get("mmae_baselines")
-        self.nonfinite_skipped = checkpoint.get("mmae_nonfinite_skipped", 0)
-        states = checkpoint.get("mmae_random_state")
-        if states and self._trainer is not None and self.trainer.state.fn == "fit":
-            # This rank's state if the world size is unchanged; otherwise the checkpoint's
-            # rank-zero state (the run goes on, but no longer equals an uninterrupted one).
-            rank = self.global_rank if len(states) == self.trainer.world_size else 0
-            self._resumed_random_state = states[rank]
 
     def on_fit_start(self) -> None:
         if any(getattr(e, "frozen", False) for e in self.model.encoder.encoders.values()):
@@ -279,29 +222,3 @@ class AutoencoderModule(pl.LightningModule):
         rank_zero_info(f"frozen backbones of {names} run once per sample: their outputs are cached, so "
                        "later epochs train only the heads (element noise does not reach these encoders; "
                        "modality dropout does). training.cache_backbones=false turns this off.")
-
-    def on_train_start(self) -> None:
-        # Restored here, after loading and any sanity check, so the next draw is the one the
-        # uninterrupted run would have made.
-        if self._resumed_random_state is not None:
-            random_state.restore(self._resumed_random_state)
-            self._resumed_random_state = None
-
-    def _distributed(self) -> bool:
-        # The trainer's world, not dist.is_initialized(): Lightning leaves a process group
-        # behind, which a later single-process fit in the same Python must not wait on.
-        return self._trainer is not None and self.trainer.world_size > 1
-
-    def _union_over_ranks(self, names) -> set[str]:
-        if not self._distributed():
-            return set(names)
-        gathered: list = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, sorted(names))
-        return set().union(*gathered)
-
-    def _gather_over_ranks(self, state: dict) -> list[dict]:
-        if not self._distributed():
-            return [state]
-        gathered: list = [None] * self.trainer.world_size
-        dist.all_gather_object(gathered, state)
-        return gathered

@@ -7,6 +7,9 @@ import random
 
 import numpy as np
 import torch
+from pytorch_lightning import Callback
+
+from mmae.training.ranks import gather_objects
 
 
 def capture() -> dict:
@@ -38,3 +41,34 @@ def offset_for_rank(rank: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+class ResumableRandomState(Callback):
+    """A resumed run draws the same dropout masks, noise and shuffles as an uninterrupted one.
+
+    Every checkpoint keeps every rank's generator states (`mmae_random_state`); resuming a fit
+    restores them after loading and the sanity check, so that the next draw is the one the
+    uninterrupted run would have made. DDP ranks, seeded alike, are offset by their rank."""
+
+    def __init__(self):
+        self._resumed: dict | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit" and trainer.world_size > 1:
+            offset_for_rank(trainer.global_rank)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Called on every rank; rank zero writes the file.
+        checkpoint["mmae_random_state"] = gather_objects(trainer, capture())
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        states = checkpoint.get("mmae_random_state")
+        if states and trainer.state.fn == "fit":
+            # This rank's state if the world size is unchanged; otherwise the checkpoint's
+            # rank-zero state (the run goes on, but no longer equals an uninterrupted one).
+            self._resumed = states[trainer.global_rank if len(states) == trainer.world_size else 0]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._resumed is not None:
+            restore(self._resumed)
+            self._resumed = None

@@ -101,3 +101,16 @@ def test_a_skipped_step_leaves_the_weights_untouched(compose_cfg, tmp_path):
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ConfigError, match=re.escape("must be one of raise, skip, got 'ignore'")):
         AutoencoderModule(model=None, objective=None, optimizer=None, on_nonfinite="ignore")
+
+
+def test_the_guard_comes_with_the_module_into_a_trainer_of_one_s_own(compose_cfg):
+    """`NonfiniteGuard` is the module's own callback (`configure_callbacks`): a plain
+    `pl.Trainer` built without mmae's config still stops at the bad step."""
+    cfg = compose_cfg(*_overrides(*_fault("value", [2])))
+    module, datamodule = build_module(cfg)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    stopped = r"^step 2: non-finite loss fault/poison=nan, .*\(epoch 0, batch 2\)"
+    with pytest.raises(TrainingError, match=stopped):
+        trainer.fit(module, datamodule=datamodule)
+    assert module.nonfinite in trainer.callbacks
