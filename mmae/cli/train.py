@@ -53,7 +53,9 @@ ITERABLE_LENGTH_WARNING = "Your `IterableDataset` has `__len__` defined"
 
 def _check_launcher(trainer: pl.Trainer, multirun: bool) -> None:
     """Refuse what Lightning #11300 breaks: a Hydra sweep whose runs re-launch the script.
-    (Processes that SLURM or torchrun started are not re-launched: submitit sweeps are fine.)"""
+    (Processes that SLURM or torchrun started are not re-launched: submitit sweeps are fine.)
+    The launcher's class is private: Lightning has no public way to ask whether it re-runs
+    the script."""
     relaunches = (isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
                   and not trainer.strategy.cluster_environment.creates_processes_externally)
     if multirun and relaunches:

@@ -187,6 +187,8 @@ class _Signature:
 @functools.cache
 def locate(target: str) -> Any:
     """The object a `_target_` names (imported as Hydra will), cached."""
+    # (Hydra's private `_locate`, as `instantiate` uses it: the public `get_object` logs an
+    # error of its own before raising, and the checker's message names the key instead.)
     from hydra._internal.utils import _locate
 
     return _locate(target)

@@ -153,6 +153,7 @@ class AutoencoderModule(pl.LightningModule):
         samples hold each modality), and gathering the metric names first keeps the ranks'
         collectives aligned even when one rank saw no sample of some modality.
         """
+        # (`_trainer`: the public `trainer` raises when the module is not attached to one)
         names = sorted(union_over_ranks(self._trainer, self._val_sums))
         if not names:
             return
