@@ -45,6 +45,12 @@ class Modality(ABC):
     `shape` is the per-sample shape of the features (what is encoded and reconstructed);
     `raw_shape` that of the raw input a dataset yields (the same when there is no
     preprocessing). `column` names the manifest column (default: the modality's name).
+
+    A subclass implements `build_encoder`, `build_decoder` and `config`; everything else has
+    a default, in sections below: the networks built from it, continuous statistics, reading
+    data, training, outputs and export. It stays one class (not a codec, a network and a
+    likelihood wired together) because a user's modality is one subclass, and an export
+    rebuilds it from one registered name and its `config()`.
     """
 
     #: The axis of the per-sample features `shape` along which continuous statistics are kept
@@ -74,6 +80,8 @@ class Modality(ABC):
     #: log-mel settings): statistics fitted with other values do not fit these features.
     feature_keys: ClassVar[tuple[str, ...]] = ()
 
+    # --- What every modality gives ---------------------------------------------------------
+
     def __init__(self, shape: tuple[int, ...], raw_shape: tuple[int, ...] | None = None,
                  column: str | None = None):
         shape = tuple(int(s) for s in shape)
@@ -82,6 +90,52 @@ class Modality(ABC):
         self.shape = shape
         self.raw_shape = shape if raw_shape is None else tuple(int(s) for s in raw_shape)
         self.column = column
+
+    @abstractmethod
+    def config(self) -> dict:
+        """The constructor's keyword arguments, JSON-serialisable: with the class (its
+        registered name, see `mmae.core.registry`) they rebuild this modality, fitted
+        statistics included (used by export)."""
+
+    @abstractmethod
+    def build_encoder(self, embed_dim: int) -> nn.Module:
+        """A module mapping features `[B, *shape]` to embeddings `[B, embed_dim]`."""
+
+    @abstractmethod
+    def build_decoder(self, hidden_dim: int) -> nn.Module:
+        """A module mapping shared decoder features `[B, hidden_dim]` to a reconstruction."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape})"
+
+    # --- The networks the model builds from it ---------------------------------------------
+
+    def build_preprocessor(self) -> nn.Module | None:
+        """A module mapping raw inputs `[B, *raw_shape]` to features, or None (identity)."""
+        return None
+
+    def build_standardizer(self) -> nn.Module | None:
+        """The encoder's input standardisation (features -> standardised), or None."""
+        statistics = self.feature_statistics()
+        return None if statistics is None else Standardize(*statistics)
+
+    def build_likelihood(self) -> Likelihood:
+        """The decoder's distribution of this modality's features; its `link` maps the decoder
+        head's output (standardised units) to a reconstruction in the features' own units.
+        Modalities without continuous statistics (tokens, tables) use their own loss."""
+        if self.statistics_axis is None:
+            return OwnLoss(self)
+        mean, std = self.feature_statistics() or (None, None)
+        return build_likelihood(self.likelihood, mean, std, self.shape, owner=type(self).__name__)
+
+    def example_input(self, batch: int, generator: torch.Generator) -> Tensor:
+        """Random valid raw inputs `[batch, *raw_shape]` (for tracing exports, e.g. ONNX)."""
+        if self.dtype_kind == "long":
+            return torch.randint(1, max(2, getattr(self, "vocab_size", 2)), (batch, *self.raw_shape),
+                                 generator=generator)
+        return torch.rand(batch, *self.raw_shape, generator=generator)
+
+    # --- Continuous statistics: fitted on the training split unless given ------------------
 
     def _continuous(self, normalize: bool, mean: Sequence[float] | None, std: Sequence[float] | None,
                     likelihood: str) -> None:
@@ -132,36 +186,6 @@ class Modality(ABC):
             self._statistics = (torch.tensor(self.mean).view(shape), torch.tensor(self.std).view(shape))
         return self._statistics
 
-    def build_standardizer(self) -> nn.Module | None:
-        """The encoder's input standardisation (features -> standardised), or None."""
-        statistics = self.feature_statistics()
-        return None if statistics is None else Standardize(*statistics)
-
-    def build_likelihood(self) -> Likelihood:
-        """The decoder's distribution of this modality's features; its `link` maps the decoder
-        head's output (standardised units) to a reconstruction in the features' own units.
-        Modalities without continuous statistics (tokens, tables) use their own loss."""
-        if self.statistics_axis is None:
-            return OwnLoss(self)
-        mean, std = self.feature_statistics() or (None, None)
-        return build_likelihood(self.likelihood, mean, std, self.shape, owner=type(self).__name__)
-
-    @abstractmethod
-    def build_encoder(self, embed_dim: int) -> nn.Module:
-        """A module mapping features `[B, *shape]` to embeddings `[B, embed_dim]`."""
-
-    @abstractmethod
-    def build_decoder(self, hidden_dim: int) -> nn.Module:
-        """A module mapping shared decoder features `[B, hidden_dim]` to a reconstruction."""
-
-    def build_preprocessor(self) -> nn.Module | None:
-        """A module mapping raw inputs `[B, *raw_shape]` to features, or None (identity)."""
-        return None
-
-    def manifest_columns(self, name: str) -> list[str]:
-        """The manifest columns this modality reads (one, unless it spans several)."""
-        return [self.column or name]
-
     def fit(self, cells: list[Any]) -> None:  # noqa: B027 - optional hook, most modalities need none
         """Fit preprocessing statistics on the training split's cells (default: nothing)."""
 
@@ -172,6 +196,12 @@ class Modality(ABC):
         same_features = all(json.dumps(config.get(k)) == json.dumps(own.get(k)) for k in self.feature_keys)
         if self.needs_statistics and same_features and config.get("mean") is not None:
             self.set_statistics(config["mean"], config["std"])
+
+    # --- Reading data: manifest cells, files, synthetic views, batches ---------------------
+
+    def manifest_columns(self, name: str) -> list[str]:
+        """The manifest columns this modality reads (one, unless it spans several)."""
+        return [self.column or name]
 
     def decoding_settings(self) -> dict:
         """The `config()` entries of `decoding_keys`: what shards must have been decoded with."""
@@ -191,6 +221,39 @@ class Modality(ABC):
         tensor of `raw_shape`; raise `DataError` (or any error: the dataset adds the row and
         column) when it cannot."""
         raise ConfigError(f"{type(self).__name__} cannot be read from a manifest")
+
+    def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor, num_classes: int,
+                       generator: torch.Generator) -> Tensor:
+        """This modality's view of `SyntheticMultimodal` samples: raw inputs `[N, *raw_shape]`
+        rendered from each sample's class `labels [N]`, shared `factors [N, F]` and the view's
+        own `private [N, P]` factors (all in [-1, 1]), so that other views can predict it up
+        to its private part. Continuous views get the dataset's additive noise on top."""
+        raise ConfigError(f"{type(self).__name__} has no synthetic view (Modality.synthetic_view): "
+                          "use it with data=manifest")
+
+    def _check(self, name: str, x: Tensor, shape: tuple[int, ...], what: str) -> None:
+        if not isinstance(x, Tensor):
+            raise InputError(f"modality '{name}': expected a Tensor, got {type(x).__name__}")
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise InputError(
+                f"modality '{name}': expected {what} of shape [B, {', '.join(map(str, shape))}]"
+                f", got {list(x.shape)}"
+            )
+        floating = torch.is_floating_point(x)
+        if self.dtype_kind == "float" and not floating:
+            raise InputError(f"modality '{name}': expected a floating-point tensor, got {x.dtype}")
+        if self.dtype_kind == "long" and (floating or x.dtype == torch.bool):
+            raise InputError(f"modality '{name}': expected an integer (index) tensor, got {x.dtype}")
+
+    def check_batch(self, name: str, x: Tensor) -> None:
+        """Raise an `InputError` naming the modality if `x` is not a batch of its features."""
+        self._check(name, x, self.shape, "a batch")
+
+    def check_raw(self, name: str, x: Tensor) -> None:
+        """Raise an `InputError` naming the modality if `x` is not a batch of raw inputs."""
+        self._check(name, x, self.raw_shape, "a raw batch")
+
+    # --- Training: corruption, augmentation, losses, baselines -----------------------------
 
     def noise_mask(self, features: Tensor) -> Tensor | None:
         """Which feature elements denoising corruptions may change (None: all of them)."""
@@ -215,6 +278,16 @@ class Modality(ABC):
         """Extra per-sample metrics `[B]` reported at validation (e.g. token accuracy)."""
         return {}
 
+    def baseline_sum(self, targets: Tensor) -> Tensor:
+        """Sum over a batch of what the "predict the training mean" baseline averages."""
+        return targets.double().sum(dim=0)
+
+    def baseline_prediction(self, mean: Tensor) -> Tensor:
+        """The baseline's reconstruction of one sample, from the mean of `baseline_sum`."""
+        return mean.float()
+
+    # --- Outputs: reconstructions as inputs, and as media ----------------------------------
+
     def as_features(self, reconstruction: Tensor) -> Tensor:
         """A reconstruction in the form of the features it reconstructs (what `preprocess`
         yields), so it can stand in for a missing input: the identity for continuous
@@ -231,21 +304,7 @@ class Modality(ABC):
         can look at or listen to (of `preview_media`); None when there is nothing to show."""
         return None
 
-    def synthetic_view(self, labels: Tensor, factors: Tensor, private: Tensor, num_classes: int,
-                       generator: torch.Generator) -> Tensor:
-        """This modality's view of `SyntheticMultimodal` samples: raw inputs `[N, *raw_shape]`
-        rendered from each sample's class `labels [N]`, shared `factors [N, F]` and the view's
-        own `private [N, P]` factors (all in [-1, 1]), so that other views can predict it up
-        to its private part. Continuous views get the dataset's additive noise on top."""
-        raise ConfigError(f"{type(self).__name__} has no synthetic view (Modality.synthetic_view): "
-                          "use it with data=manifest")
-
-    def example_input(self, batch: int, generator: torch.Generator) -> Tensor:
-        """Random valid raw inputs `[batch, *raw_shape]` (for tracing exports, e.g. ONNX)."""
-        if self.dtype_kind == "long":
-            return torch.randint(1, max(2, getattr(self, "vocab_size", 2)), (batch, *self.raw_shape),
-                                 generator=generator)
-        return torch.rand(batch, *self.raw_shape, generator=generator)
+    # --- Export ----------------------------------------------------------------------------
 
     def export_assets(self, encoder: nn.Module, folder: Path, name: str) -> dict:
         """Write what an export needs beyond the weights and `config()` into `folder` (e.g. a
@@ -265,45 +324,6 @@ class Modality(ABC):
         """Rebuild from an export's `config()` entries; `root` is the export directory that
         `export_assets` wrote into (None for a training checkpoint's description)."""
         return cls(**config)
-
-    def baseline_sum(self, targets: Tensor) -> Tensor:
-        """Sum over a batch of what the "predict the training mean" baseline averages."""
-        return targets.double().sum(dim=0)
-
-    def baseline_prediction(self, mean: Tensor) -> Tensor:
-        """The baseline's reconstruction of one sample, from the mean of `baseline_sum`."""
-        return mean.float()
-
-    def _check(self, name: str, x: Tensor, shape: tuple[int, ...], what: str) -> None:
-        if not isinstance(x, Tensor):
-            raise InputError(f"modality '{name}': expected a Tensor, got {type(x).__name__}")
-        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise InputError(
-                f"modality '{name}': expected {what} of shape [B, {', '.join(map(str, shape))}]"
-                f", got {list(x.shape)}"
-            )
-        floating = torch.is_floating_point(x)
-        if self.dtype_kind == "float" and not floating:
-            raise InputError(f"modality '{name}': expected a floating-point tensor, got {x.dtype}")
-        if self.dtype_kind == "long" and (floating or x.dtype == torch.bool):
-            raise InputError(f"modality '{name}': expected an integer (index) tensor, got {x.dtype}")
-
-    def check_batch(self, name: str, x: Tensor) -> None:
-        """Raise an `InputError` naming the modality if `x` is not a batch of its features."""
-        self._check(name, x, self.shape, "a batch")
-
-    def check_raw(self, name: str, x: Tensor) -> None:
-        """Raise an `InputError` naming the modality if `x` is not a batch of raw inputs."""
-        self._check(name, x, self.raw_shape, "a raw batch")
-
-    @abstractmethod
-    def config(self) -> dict:
-        """The constructor's keyword arguments, JSON-serialisable: with the class (its
-        registered name, see `mmae.core.registry`) they rebuild this modality, fitted
-        statistics included (used by export)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape})"
 
 
 class OwnLoss(Likelihood):
