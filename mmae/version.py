@@ -1,3 +1,3 @@
 """The package version, in one place (read by setuptools and by exports)."""
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"

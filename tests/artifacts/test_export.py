@@ -76,7 +76,7 @@ def test_export_holds_no_decoder_and_describes_itself(tmp_path):
     assert keys == set(model.encoder.state_dict())
     assert not any("decoder" in k or k.startswith("heads") for k in keys)
     config = json.loads((folder / "config.json").read_text())
-    assert config["mmae_version"] == "0.7.0" and len(config["weights_sha256"]) == 64
+    assert config["mmae_version"] == "0.8.0" and len(config["weights_sha256"]) == 64
     assert config["encoder"]["latent_dim"] == 4 and config["fusion"]["class"] == "poe"
     assert config["modalities"]["tabular"]["config"]["mean"] == [1.0]
     assert config["modalities"]["image"]["config"]["std"] == [0.25]
@@ -154,7 +154,7 @@ def _edit_config(folder, change):
     (lambda c: c["modalities"]["vector"].update({"class": "subprocess.Popen"}),
      r"modality 'vector': modality class 'subprocess.Popen' is not one of mmae's .*trust_code=True"),
     (lambda c: c.update({"mmae_version": "7.0.0"}),
-     r"exported by mmae 7.0.0; this is mmae 0.7.0: major versions differ \(expected 0.x\)"),
+     r"exported by mmae 7.0.0; this is mmae 0.8.0: major versions differ \(expected 0.x\)"),
     (lambda c: c.update({"mmae_version": "0.1.0", "format_version": 1}),
      r"export format 1 \(mmae 0.1.0\), expected one of \(2, 3, 4\): its networks are not the ones this mmae "
      r"builds"),

@@ -40,7 +40,7 @@ def test_checkpoint_holds_primitives_only(compose_cfg, tmp_path):
     train(compose_cfg(*TINY))
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["config"]["model"]["latent_dim"] == 8
-    assert checkpoint["mmae_version"] == mmae.__version__ == "0.7.0"
+    assert checkpoint["mmae_version"] == mmae.__version__ == "0.8.0"
     assert any(k.startswith("model.encoder.encoders.image") for k in checkpoint["state_dict"])
 
 
