@@ -5,6 +5,7 @@ encoder can be used from code that has none of the training stack.
 """
 
 from mmae.artifacts.export import load_checkpoint_model, load_encoder
+from mmae.artifacts.hub import push_to_hub
 from mmae.core.errors import ArtifactError, ConfigError, DataError, InputError, MMAEError
 from mmae.core.model import AutoencoderOutput, JointDecoder, MultimodalAutoencoder, MultimodalEncoder
 from mmae.evaluation.applications import denoise, fit_sampler, generate, impute
@@ -27,4 +28,5 @@ __all__ = [
     "impute",
     "load_checkpoint_model",
     "load_encoder",
+    "push_to_hub",
 ]

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 import mmae.modalities  # noqa: F401  (registers mmae's own modalities)
 from mmae.artifacts.atomic import atomic_directory
 from mmae.artifacts.checkpoint import load_checkpoint_file
+from mmae.artifacts.repo_ids import resolve_export
 from mmae.core.errors import ArtifactError, ConfigError, ExportError, MMAEError
 from mmae.core.fusion import Fusion
 from mmae.core.modality import Modality
@@ -334,17 +335,29 @@ def _check_config(folder: Path, config: Mapping, metadata: Mapping[str, str]) ->
                           "checkpoint (mmae-export) instead of editing the file")
 
 
-def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False,
-                 private: bool = False) -> FrozenEncoder:
-    """Rebuild an exported encoder, in eval mode with gradients off. An export that names a
-    class outside mmae (a modality or fusion of your own) loads only with `trust_code=True`:
-    building it imports and runs that class's module. It gives the shared code; `private=True`
-    (an encoder trained with `model.private_dim > 0`) appends each modality's private code
-    (see `FrozenEncoder`)."""
-    folder = Path(path)
+def check_export(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """The description and weights of the export in `folder`, once both are checked: an
+    mmae export of a readable format, weights in safetensors with the recorded SHA-256, and a
+    config.json unedited since export. Raises `ExportError` naming the file otherwise."""
+    folder = Path(folder)
     config = _read_config(folder)
     weights, metadata = _read_weights(folder, config.get("weights_sha256"))
     _check_config(folder, config, metadata)
+    return config, weights
+
+
+def load_encoder(path: str | Path, sample: bool = False, trust_code: bool = False,
+                 private: bool = False, revision: str | None = None) -> FrozenEncoder:
+    """Rebuild an exported encoder, in eval mode with gradients off. `path` is an export
+    directory or a Hugging Face Hub repo id (`"org/name"`, at `revision` if given: a branch,
+    tag or commit), downloaded or read from the Hub's cache and checked the same way.
+
+    An export that names a class outside mmae (a modality or fusion of your own) loads only
+    with `trust_code=True`: building it imports and runs that class's module. It gives the
+    shared code; `private=True` (an encoder trained with `model.private_dim > 0`) appends each
+    modality's private code (see `FrozenEncoder`)."""
+    folder = resolve_export(path, revision)
+    config, weights = check_export(folder)
     try:
         encoder = build_encoder(config, root=folder, trust_code=trust_code)
     except MMAEError:
@@ -404,5 +417,5 @@ def _first_line(error: BaseException) -> str:
     return " ".join(lines[:2]) if lines else type(error).__name__
 
 
-__all__ = ["ExportError", "FrozenEncoder", "describe", "export_encoder", "load_checkpoint_model",
-           "load_encoder"]
+__all__ = ["ExportError", "FrozenEncoder", "check_export", "describe", "export_encoder",
+           "load_checkpoint_model", "load_encoder"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mmae.artifacts.atomic import write_text_atomic
+from mmae.artifacts.model_card import CARD, record_evaluation
 from mmae.cli.runner import run_command
 from mmae.config.assembly import build_eval_context, evaluation_config
 from mmae.config.schema import entry_schema, validate_config
@@ -50,6 +51,9 @@ def _evaluate(overrides: list[str]) -> None:
     classes = ({own_task.section: own_task} if own_task else
                {name: EVALUATIONS[name] for name in (tasks() if cfg.task == ALL else [cfg.task])})
     outcomes, skipped = {}, {}
+    # The card of a local export (one read by Hub repo id lives in the Hub's cache: left alone).
+    card_folder = Path(cfg.encoder) if cfg.encoder else (run / "encoder" if run else None)
+    card_folder = card_folder if card_folder is not None and card_folder.is_dir() else None
     for name, task_class in classes.items():
         task = task_class()
         reason = task.applies(context)
@@ -67,6 +71,8 @@ def _evaluate(overrides: list[str]) -> None:
         if output is not None:
             write_text_atomic(output, json.dumps(outcome.results, indent=2))
             print(f"mmae-eval: {name} results in {output}")
+        if card_folder is not None and record_evaluation(card_folder, name, outcome.text, outcome.summary):
+            print(f"mmae-eval: {name} table in the model card {card_folder / CARD}")
     if cfg.task == ALL:
         print("\n" + format_summary(outcomes, skipped))
         output = _output_path(cfg, run, "eval_all.json", single=True)

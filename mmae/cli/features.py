@@ -1,6 +1,6 @@
 """`mmae-features`: frozen features of a dataset from an exported encoder.
 
-    mmae-features encoder=DIR output=features.npz [split=test] ['modalities=[image]']
+    mmae-features encoder=DIR_OR_REPO_ID output=features.npz [split=test] ['modalities=[image]']
                   [private=true] [data=manifest data.path=FILE]
 
 Writes `.npz` (arrays `features`, `ids`, `labels`, `labelled`, and `label_names` for string
@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> None:
 def _features(overrides: list[str]) -> None:
     cfg = compose_config("features", overrides)
     if not cfg.encoder or not cfg.output:
-        raise ConfigError("give encoder=DIR (an mmae export) and output=FILE (.npz, .npy, .parquet)")
+        raise ConfigError("give encoder=DIR (an mmae export, or a Hub repo id org/name) and output=FILE "
+                          "(.npz, .npy, .parquet)")
     if cfg.split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got '{cfg.split}'")
     if Path(cfg.output).suffix not in FORMATS:
         raise ConfigError(f"output must end with one of {FORMATS}, got '{cfg.output}'")
-    encoder = load_encoder(cfg.encoder, trust_code=cfg.trust_code, private=cfg.private)
+    encoder = load_encoder(cfg.encoder, trust_code=cfg.trust_code, private=cfg.private, revision=cfg.revision)
     names = list(cfg.modalities) if cfg.modalities else list(encoder.modalities)
     unknown = [n for n in names if n not in encoder.modalities]
     if unknown:

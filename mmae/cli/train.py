@@ -30,6 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.export import export_encoder
+from mmae.artifacts.model_card import write_card
 from mmae.cli.runner import run_command
 from mmae.config import CONFIG_DIR, check_group_overrides, compose_config
 from mmae.config.assembly import build_all, build_module, build_trainer
@@ -130,6 +131,11 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
     if trainer.is_global_zero:
         log_encoder_artifact(trainer.loggers, encoder_dir, report)
         write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
+        try:  # (after metrics.json: the card shows them)
+            write_card(encoder_dir, run_dir=output_dir)
+        except Exception as error:  # the run's work is saved: a card can be written by mmae-export
+            log.warning("the model card %s was not written (%s: %s); mmae-export %s writes it",
+                        encoder_dir / "README.md", type(error).__name__, error, output_dir)
     return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
                     "output_dir": output_dir}
 
@@ -143,6 +149,7 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
     metrics = {name: float(value) for name, value in results[0].items()}
     return {
         "mmae_version": __version__,
+        "rows": _rows(datamodule),
         "skipped_rows": {split: len(getattr(data, "skipped", []))
                          for split, data in datamodule.datasets.items()},
         "epochs": trainer.current_epoch,
@@ -152,6 +159,18 @@ def _report(trainer: pl.Trainer, module: AutoencoderModule, datamodule: pl.Light
         "metrics": metrics,
         "imputation": imputation_summary(metrics, module.model.modalities),
     }
+
+
+def _rows(datamodule: pl.LightningDataModule) -> dict[str, int]:
+    """Samples per split the run read (the model card's training data)."""
+    size = getattr(datamodule, "split_size", None)
+    rows = {}
+    for split, data in datamodule.datasets.items():
+        try:
+            rows[split] = int(size(split)) if size else len(data)
+        except TypeError:  # a stream of unknown length
+            continue
+    return rows
 
 
 def format_parameters(model: MultimodalAutoencoder) -> str:

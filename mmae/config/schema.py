@@ -84,8 +84,8 @@ def _evaluate_schema() -> dict[str, Any]:
 def _features_schema() -> dict[str, Any]:
     from mmae.data.batch import SPLITS
 
-    return {"seed": int, "encoder": str | None, "output": str | None, "split": Literal[SPLITS],
-            "modalities": list[str] | None, "trust_code": bool, "private": bool,
+    return {"seed": int, "encoder": str | None, "revision": str | None, "output": str | None,
+            "split": Literal[SPLITS], "modalities": list[str] | None, "trust_code": bool, "private": bool,
             "data": Target(passed=("modalities",)),
             "hydra": IGNORED}
 

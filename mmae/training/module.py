@@ -113,6 +113,11 @@ class AutoencoderModule(pl.LightningModule):
         return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
 
     def configure_callbacks(self) -> list[pl.Callback]:
+        """The module's own callbacks, for any Trainer that fits it; none when this Trainer has
+        them already (a validation after the fit), which Lightning would report as overriding."""
+        trainer = self._trainer  # (the public `trainer` raises when not attached)
+        if trainer is not None and any(c is self.nonfinite for c in trainer.callbacks):
+            return []
         return [self.nonfinite, self.random_state]
 
     def training_step(self, batch: Batch | Mapping | None, batch_idx: int) -> torch.Tensor | None:
