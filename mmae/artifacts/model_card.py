@@ -86,7 +86,7 @@ def _data_source(run_config: Mapping) -> str:
     target = str(data.get("_target_", ""))
     if data.get("path"):
         return f"`{Path(str(data['path'])).name}` ({target.rsplit('.', 1)[-1]})"
-    return f"built-in synthetic data ({target.rsplit('.', 1)[-1] or 'synthetic'})"
+    return "built-in synthetic data (`data=synthetic`)"
 
 
 def _labels(config: Mapping) -> str | None:
@@ -111,10 +111,11 @@ def _metrics_table(report: Mapping) -> str:
 
 
 def _load_snippet(repo_id: str | None) -> str:
-    where = f'"{repo_id}"' if repo_id else '"path/to/encoder"  # or "ORG/NAME" once pushed'
+    where = f'"{repo_id}"' if repo_id else '"path/to/encoder"'
+    pushed = "" if repo_id else '  # or "ORG/NAME" once pushed to the Hub'
     return ("```python\nimport mmae\n\n"
-            f"encoder = mmae.load_encoder({where})\n"
-            "codes = encoder({name: batch, ...})  # [batch, latent_dim], from any subset of modalities\n"
+            f"encoder = mmae.load_encoder({where}){pushed}\n"
+            "codes = encoder({name: batch})  # [batch, latent_dim], from any subset of the modalities\n"
             "```\n\n"
             "Frozen features of a whole dataset: `mmae-features encoder="
             f"{repo_id or 'DIR'} output=features.npz`.")

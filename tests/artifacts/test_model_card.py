@@ -38,7 +38,7 @@ def test_a_trained_run_s_export_has_a_card_with_its_facts(tiny_run):
     assert f"- parameters: {stored:,} stored" in body
     report = json.loads((tiny_run / "metrics.json").read_text())
     assert report["rows"] == {"train": 256, "val": 32}  # the synthetic 320: 256, 32 and 32 for test
-    assert "- rows: train 256, val 32" in body and "built-in synthetic data" in body
+    assert "- rows: train 256, val 32" in body and "built-in synthetic data (`data=synthetic`)" in body
     assert "- labels: 10 classes: 0, 1, 2" in body
     assert f"Validation loss {report['metrics']['val/loss']:.4g} after 1 epochs." in body
     image = report["imputation"]["image"]
@@ -46,7 +46,9 @@ def test_a_trained_run_s_export_has_a_card_with_its_facts(tiny_run):
         f"| image | {image['from_all']:.4g} | {image['from_others']:.4g} | {image['baseline_mean']:.4g} |"
         in body
     )
-    assert "Not evaluated yet" in body and 'mmae.load_encoder("path/to/encoder"' in body
+    assert "Not evaluated yet" in body and 'mmae.load_encoder("path/to/encoder")' in body
+    snippet = re.search(r"```python\n(.*?)```", body, re.S)[1]
+    compile(snippet, "card", "exec")  # the loading snippet is valid Python
 
 
 def test_mmae_eval_puts_its_table_into_the_card_and_replaces_it_when_run_again(run, capsys):
