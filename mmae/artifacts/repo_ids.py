@@ -33,15 +33,17 @@ def resolve_export(reference: str | Path, revision: str | None = None) -> Path:
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import constants, errors, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
-        IncompleteSnapshotError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    # (a partly downloaded snapshot: its own error in recent huggingface_hub, none before)
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
@@ -54,7 +56,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     except RepositoryNotFoundError:
         raise ArtifactError(f"no export directory at {repo_id}, and no Hub model repo {repo_id} (or it is "
                             "private: log in with hf auth login or HF_TOKEN)") from None
-    except IncompleteSnapshotError as error:
+    except incomplete as error:
         raise ArtifactError(f"{at}: {first_line(error)}") from None
     except LocalEntryNotFoundError:
         asked = ("HF_HUB_OFFLINE=1: the Hub is not asked" if constants.HF_HUB_OFFLINE
