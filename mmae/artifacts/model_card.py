@@ -14,6 +14,7 @@ part of what `load_encoder` checks: editing it changes no code.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -71,14 +72,7 @@ def _parameter_count(folder: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(folder / "model.safetensors", "pt") as handle:
-        total = 0
-        for key in handle.keys():  # noqa: SIM118 - a safetensors handle is not a mapping
-            shape = handle.get_slice(key).get_shape()
-            count = 1
-            for size in shape:
-                count *= size
-            total += count
-    return total
+        return sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())  # noqa: SIM118
 
 
 def _data_source(run_config: Mapping) -> str:
@@ -193,18 +187,17 @@ def render_card(folder: Path, run_dir: Path | None = None, evaluations: Mapping 
 
 def write_card(folder: Path, run_dir: Path | None = None, license: str | None = None,
                datasets: Iterable[str] = (), evaluations: Mapping | None = None) -> Path:
-    """Write `folder/README.md`; the evaluations of a card already there are kept unless given."""
+    """Write `folder/README.md` from the export and its run. What a card already there holds
+    beyond that is kept unless given anew: its evaluations, license and datasets."""
     path = Path(folder) / CARD
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    metadata = _split(old)[0]
     if evaluations is None:
-        evaluations = _evaluations_of(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    write_text_atomic(path, render_card(Path(folder), run_dir, evaluations, license, datasets))
+        evaluations = _evaluations_of(old)
+    card = render_card(Path(folder), run_dir, evaluations, license or metadata.get("license"),
+                       list(datasets) or metadata.get("datasets") or ())
+    write_text_atomic(path, card)
     return path
-
-
-def card_evaluations(folder: Path) -> dict:
-    """The evaluations recorded in `folder`'s card (empty without one)."""
-    path = Path(folder) / CARD
-    return _evaluations_of(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def record_evaluation(folder: Path, name: str, text: str, summary: Mapping[str, float | None]) -> bool:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmae.artifacts.atomic import write_text_atomic
 from mmae.artifacts.checkpoint import load_checkpoint_file
 from mmae.artifacts.export import export_encoder, load_checkpoint_model, load_encoder
 from mmae.artifacts.hub import push_to_hub
-from mmae.artifacts.model_card import card_evaluations, write_card
+from mmae.artifacts.model_card import CARD, write_card
 from mmae.artifacts.onnx import export_onnx
 from mmae.cli.runner import run_command
 from mmae.core.errors import ConfigError
@@ -54,11 +55,14 @@ def _locate(given: Path) -> tuple[Path, Path | None]:
 def _export(args: argparse.Namespace) -> None:
     checkpoint, run = _locate(Path(args.checkpoint))
     output = Path(args.output) if args.output else checkpoint.resolve().parent.parent / "encoder"
-    evaluations = card_evaluations(output)  # mmae-eval's tables, kept through a re-export
+    card = output / CARD
+    previous_card = card.read_text(encoding="utf-8") if card.is_file() else None
     labels = load_checkpoint_file(checkpoint, mmap=True).get("mmae_labels")  # (absent before mmae 0.4)
     export_encoder(load_checkpoint_model(checkpoint, trust_code=args.trust_code), output,
                    reference_pretrained=args.reference_pretrained, labels=labels)
-    write_card(output, run_dir=run, license=args.license, datasets=args.datasets, evaluations=evaluations)
+    if previous_card is not None:  # (the export replaced the folder whole) its evaluations, license...
+        write_text_atomic(card, previous_card)
+    write_card(output, run_dir=run, license=args.license, datasets=args.datasets)
     print(f"mmae-export: encoder written to {output} (model card: {output / 'README.md'})")
     if args.format == "onnx":
         error = export_onnx(load_encoder(output, trust_code=args.trust_code), output / "encoder.onnx")

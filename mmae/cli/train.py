@@ -129,13 +129,13 @@ def _train(cfg: DictConfig, multirun: bool) -> tuple[dict[str, Any], dict[str, A
                             f"failed: {type(error).__name__}: {error}") from error
     report["encoder"] = str(encoder_dir)
     if trainer.is_global_zero:
-        log_encoder_artifact(trainer.loggers, encoder_dir, report)
         write_text_atomic(output_dir / "metrics.json", json.dumps(report, indent=2))
-        try:  # (after metrics.json: the card shows them)
+        try:  # (after metrics.json: the card shows them; before the artifact: it holds the card)
             write_card(encoder_dir, run_dir=output_dir)
         except Exception as error:  # the run's work is saved: a card can be written by mmae-export
             log.warning("the model card %s was not written (%s: %s); mmae-export %s writes it",
                         encoder_dir / "README.md", type(error).__name__, error, output_dir)
+        log_encoder_artifact(trainer.loggers, encoder_dir, report)
     return report, {"trainer": trainer, "module": module, "datamodule": datamodule,
                     "output_dir": output_dir}
 

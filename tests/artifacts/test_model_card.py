@@ -70,6 +70,8 @@ def test_a_re_export_keeps_the_evaluations_and_takes_a_license_and_datasets(run)
     metadata, body = _card(run / "encoder")
     assert metadata["license"] == "apache-2.0" and metadata["datasets"] == ["org/spoken-digits"]
     assert "### cluster" in body and "k-means table" in body and "| nmi | 0.25 |" in body
+    export_main([str(run)])  # again, without them: what the card said is kept
+    assert _card(run / "encoder")[0]["license"] == "apache-2.0" and "### cluster" in _card(run / "encoder")[1]
 
 
 def test_a_table_that_holds_an_html_comment_end_does_not_break_the_card(run):

@@ -33,7 +33,8 @@ def _assert_single_run_outputs(run_dir, parent):
     """One output dir with one checkpoint set, one export, metrics; nothing from rank 1."""
     assert sorted(p.name for p in parent.iterdir()) == [run_dir.name]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
-    assert sorted(p.name for p in (run_dir / "encoder").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (run_dir / "encoder").iterdir()) == ["README.md", "config.json",
+                                                                      "model.safetensors"]
     assert not list(run_dir.glob("*ddp_process*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert metrics["val/loss"] > 0 and metrics["val/image/recon_without_image"] > 0
